@@ -1,0 +1,218 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) frontdoor.pki contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""From configuration (file, environment, module options) to a running service.
+
+The gateway and the Ansible modules both come through here, which is how a module
+with ``state_dir`` works on exactly the state a gateway serves.
+
+Config file (YAML; every key optional)::
+
+    backend: local            # token store: local (SQLite in the state dir) or vault
+    claimLeaseSeconds: 30
+    audit: {path: <state-dir>/audit.jsonl, stderr: false}
+    vault: {url, token, authMethod, roleId, secretId, namespace, caCert, verify, timeout,
+            kvMount, kvPrefix, pkiMount}
+    stepCa: {url, root, provisioner, provisionerKey, provisionerPassword}
+    frontdoors:
+      - id: default
+        tcpSharesEnabled: true
+        defaultTokenTtl: 24h
+        maxTokenTtl: 30d
+        certificateTtl: 365d
+        signer: local         # or vault / step-ca, or a mapping {type: vault, pkiMount: ...}
+    apiTokens: [...]          # read by the gateway only
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict, List, Mapping, Optional
+
+from .audit import AuditLog
+from .errors import FrontdoorError
+from .service import FrontdoorService, FrontdoorSettings
+from .signer_local import FRONTDOOR_ID_RE, LocalCASigner
+from .tokens import parse_duration
+
+DEFAULT_STATE_DIR = "~/.frontdoor"
+CONFIG_FILE_NAME = "config.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration a person must fix; the message says where."""
+
+
+@dataclasses.dataclass
+class Config:
+    state_dir: str
+    backend: str = "local"
+    claim_lease: float = 30.0
+    audit_path: Optional[str] = None
+    audit_stderr: bool = False
+    vault: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    step_ca: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    frontdoors: List[FrontdoorSettings] = dataclasses.field(default_factory=list)
+    signers: Dict[str, Dict[str, Any]] = dataclasses.field(default_factory=dict)  # frontdoor id -> signer options
+    api_tokens: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    source: Optional[str] = None  # the file it came from
+
+
+def resolve_state_dir(state_dir: Optional[str] = None, env: Mapping[str, str] = os.environ) -> str:
+    return os.path.abspath(os.path.expanduser(state_dir or env.get("FRONTDOOR_STATE_DIR") or DEFAULT_STATE_DIR))
+
+
+def _duration(value, where: str, default: int) -> int:
+    if value is None:
+        return default
+    try:
+        return parse_duration(value, where)
+    except FrontdoorError as exc:
+        raise ConfigError(exc.message) from None
+
+
+def _first_env(env: Mapping[str, str], *names: str) -> Optional[str]:
+    for name in names:
+        if env.get(name):
+            return env[name]
+    return None
+
+
+def load_config(
+    path: Optional[str] = None,
+    state_dir: Optional[str] = None,
+    env: Mapping[str, str] = os.environ,
+    data: Optional[Mapping[str, Any]] = None,
+) -> Config:
+    """Read the config file (``path``, $FRONTDOOR_CONFIG or <state-dir>/config.yaml if present) or ``data``."""
+    state = resolve_state_dir(state_dir, env)
+    source = None
+    if data is None:
+        path = path or env.get("FRONTDOOR_CONFIG")
+        if not path and os.path.exists(os.path.join(state, CONFIG_FILE_NAME)):
+            path = os.path.join(state, CONFIG_FILE_NAME)
+        if path:
+            import yaml  # only needed with a file; modules pass data
+
+            try:
+                with open(path, "r", encoding="utf-8") as handle:
+                    data = yaml.safe_load(handle) or {}
+            except OSError as exc:
+                raise ConfigError("cannot read config file %s: %s" % (path, exc)) from None
+            except yaml.YAMLError as exc:
+                raise ConfigError("config file %s is not valid YAML: %s" % (path, exc)) from None
+            source = path
+        else:
+            data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError("the configuration must be a mapping at the top level")
+    known = {"backend", "stateDir", "claimLeaseSeconds", "audit", "vault", "stepCa", "frontdoors", "apiTokens"}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError("unknown configuration key(s): %s (known: %s)" % (", ".join(sorted(unknown)), ", ".join(sorted(known))))
+    if data.get("stateDir") and not state_dir and not env.get("FRONTDOOR_STATE_DIR"):
+        state = resolve_state_dir(data["stateDir"], {})
+
+    backend = str(env.get("FRONTDOOR_BACKEND") or data.get("backend") or "local").lower()
+    if backend not in ("local", "vault"):
+        raise ConfigError("backend must be 'local' or 'vault', not %r" % backend)
+    audit = data.get("audit") or {}
+    vault = dict(data.get("vault") or {})
+    vault.setdefault("url", _first_env(env, "VAULT_ADDR", "BAO_ADDR"))
+    vault.setdefault("token", _first_env(env, "VAULT_TOKEN", "BAO_TOKEN"))
+    vault.setdefault("namespace", _first_env(env, "VAULT_NAMESPACE", "BAO_NAMESPACE"))
+    vault.setdefault("caCert", _first_env(env, "VAULT_CACERT", "BAO_CACERT"))
+    if env.get("FRONTDOOR_VAULT_TIMEOUT"):
+        vault.setdefault("timeout", env["FRONTDOOR_VAULT_TIMEOUT"])
+    step_ca = dict(data.get("stepCa") or {})
+    for key, name in (("url", "STEP_CA_URL"), ("root", "STEP_ROOT"), ("provisioner", "STEP_PROVISIONER"),
+                      ("provisionerKey", "STEP_PROVISIONER_KEY"), ("provisionerPassword", "STEP_PROVISIONER_PASSWORD")):
+        if env.get(name):
+            step_ca.setdefault(key, env[name])
+
+    default_signer = str(env.get("FRONTDOOR_SIGNER") or ("vault" if backend == "vault" else "local")).lower()
+    config = Config(
+        state_dir=state,
+        backend=backend,
+        claim_lease=float(data.get("claimLeaseSeconds", 30)),
+        audit_path=os.path.expanduser(audit["path"]) if audit.get("path") else os.path.join(state, "audit.jsonl"),
+        audit_stderr=bool(audit.get("stderr", False)),
+        vault=vault,
+        step_ca=step_ca,
+        api_tokens=list(data.get("apiTokens") or []),
+        source=source,
+    )
+    frontdoors = data.get("frontdoors")
+    if frontdoors is None:
+        frontdoors = [{"id": "default"}]
+    if not isinstance(frontdoors, list) or not frontdoors:
+        raise ConfigError("frontdoors must be a non-empty list")
+    for index, entry in enumerate(frontdoors):
+        where = "frontdoors[%d]" % index
+        if not isinstance(entry, Mapping) or not entry.get("id"):
+            raise ConfigError("%s needs an id" % where)
+        fid = str(entry["id"])
+        if not FRONTDOOR_ID_RE.match(fid):
+            raise ConfigError("%s: id %r must be letters, digits, '.', '_' or '-' (at most 64)" % (where, fid))
+        if any(f.id == fid for f in config.frontdoors):
+            raise ConfigError("%s: duplicate frontdoor id %r" % (where, fid))
+        allowed = {"id", "tcpSharesEnabled", "defaultTokenTtl", "maxTokenTtl", "certificateTtl", "signer"}
+        extra = set(entry) - allowed
+        if extra:
+            raise ConfigError("%s: unknown key(s) %s" % (where, ", ".join(sorted(extra))))
+        try:
+            settings = FrontdoorSettings(
+                id=fid,
+                tcp_shares_enabled=bool(entry.get("tcpSharesEnabled", True)),
+                default_token_ttl=_duration(entry.get("defaultTokenTtl"), where + ".defaultTokenTtl", 86400),
+                max_token_ttl=_duration(entry.get("maxTokenTtl"), where + ".maxTokenTtl", 30 * 86400),
+                certificate_ttl=_duration(entry.get("certificateTtl"), where + ".certificateTtl", 365 * 86400),
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        signer = entry.get("signer") or default_signer
+        if isinstance(signer, str):
+            signer = {"type": signer}
+        if not isinstance(signer, Mapping) or signer.get("type") not in ("local", "vault", "step-ca"):
+            raise ConfigError("%s.signer must be local, vault or step-ca" % where)
+        config.frontdoors.append(settings)
+        config.signers[fid] = dict(signer)
+    return config
+
+
+def build_store(config: Config):
+    if config.backend == "vault":
+        from .store_vault import build_vault_store
+
+        return build_vault_store(config)
+    from .store_sqlite import SQLiteStore
+
+    return SQLiteStore(os.path.join(config.state_dir, "frontdoor.db"))
+
+
+def build_signer(config: Config, frontdoor_id: str):
+    options = config.signers.get(frontdoor_id, {"type": "local"})
+    kind = options.get("type", "local")
+    if kind == "vault":
+        from .signer_vault import build_vault_signer
+
+        return build_vault_signer(config, frontdoor_id, options)
+    if kind == "step-ca":
+        from .signer_stepca import build_stepca_signer
+
+        return build_stepca_signer(config, frontdoor_id, options)
+    return LocalCASigner(config.state_dir, frontdoor_id)
+
+
+def build_service(config: Config, audit: Optional[AuditLog] = None) -> FrontdoorService:
+    os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
+    if audit is None:
+        import sys
+
+        audit = AuditLog(config.audit_path, sys.stderr if config.audit_stderr else None)
+    store = build_store(config)
+    signers = {f.id: build_signer(config, f.id) for f in config.frontdoors}
+    return FrontdoorService(
+        store, {f.id: f for f in config.frontdoors}, signers, audit=audit, claim_lease=config.claim_lease
+    )

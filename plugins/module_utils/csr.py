@@ -1,0 +1,149 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) frontdoor.pki contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""CSR parsing and the key policy.
+
+Everything here runs before a token is touched, so a bad CSR can never use a
+token up (step-ca's most common complaint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Optional
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import NameOID
+
+from .errors import FrontdoorError
+from .model import Subject
+from .tokens import SUBJECT_FIELD_MAX
+
+CSR_MAX_BYTES = 64 * 1024
+RSA_MIN_BITS = 2048
+RSA_MAX_BITS = 8192
+EC_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384"}
+KEY_POLICY = "RSA 2048-8192 bits, EC P-256 or P-384, or Ed25519"
+
+
+def _invalid(message: str, reason: str) -> FrontdoorError:
+    return FrontdoorError("invalid_csr", message, details={"reason": reason})
+
+
+def load_csr(pem, csr_type="CSR") -> x509.CertificateSigningRequest:
+    """Parse and verify a PEM CSR; raise invalid_csr saying exactly what is wrong."""
+    if csr_type != "CSR":
+        raise FrontdoorError(
+            "invalid_request", "type must be \"CSR\" (the only kind of request supported), got %r." % (csr_type,)
+        )
+    if not isinstance(pem, str) or not pem.strip():
+        raise _invalid("value must hold a PEM certificate request ('-----BEGIN CERTIFICATE REQUEST-----').", "empty")
+    if len(pem.encode("utf-8", "replace")) > CSR_MAX_BYTES:
+        raise FrontdoorError("payload_too_large", "The CSR is larger than %d bytes." % CSR_MAX_BYTES)
+    if "-----BEGIN CERTIFICATE REQUEST-----" not in pem and "-----BEGIN NEW CERTIFICATE REQUEST-----" not in pem:
+        raise _invalid(
+            "value is not a PEM certificate request: it must contain '-----BEGIN CERTIFICATE REQUEST-----'. "
+            "Create one with: openssl req -new -key key.pem -subj '/CN=me' -out req.pem",
+            "not_pem",
+        )
+    try:
+        csr = x509.load_pem_x509_csr(pem.strip().encode("utf-8"))
+    except (ValueError, TypeError, UnicodeError):
+        raise _invalid(
+            "The PEM block could not be decoded as a PKCS#10 certificate request (truncated or corrupted?).",
+            "undecodable",
+        ) from None
+    try:
+        public_key = csr.public_key()
+    except (ValueError, TypeError, x509.UnsupportedGeneralNameType, Exception):  # noqa: BLE001 - any parse failure
+        raise _invalid("The CSR's public key could not be read or uses an unsupported algorithm.", "bad_key") from None
+    check_key_policy(public_key)
+    try:
+        valid = csr.is_signature_valid
+    except Exception:  # noqa: BLE001 - cryptography raises several types for odd signatures
+        valid = False
+    if not valid:
+        raise _invalid(
+            "The CSR's signature does not verify against its public key (proof of possession failed): "
+            "sign the request with the private key it carries.",
+            "bad_signature",
+        )
+    return csr
+
+
+def check_key_policy(public_key) -> None:
+    if isinstance(public_key, rsa.RSAPublicKey):
+        if public_key.key_size < RSA_MIN_BITS or public_key.key_size > RSA_MAX_BITS:
+            raise _invalid(
+                "RSA key of %d bits refused: allowed keys are %s." % (public_key.key_size, KEY_POLICY), "weak_key"
+            )
+        return
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        if public_key.curve.name not in EC_CURVES:
+            raise _invalid(
+                "EC curve %s refused: allowed keys are %s." % (public_key.curve.name, KEY_POLICY), "unsupported_key"
+            )
+        return
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        return
+    raise _invalid("%s keys are refused: allowed keys are %s." % (type(public_key).__name__, KEY_POLICY), "unsupported_key")
+
+
+def public_key_sha256(public_key) -> str:
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
+
+
+def _first(name: x509.Name, oid) -> Optional[str]:
+    attrs = name.get_attributes_for_oid(oid)
+    if not attrs:
+        return None
+    value = attrs[0].value
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value
+
+
+def csr_subject(csr: x509.CertificateSigningRequest) -> Subject:
+    try:
+        subject = csr.subject
+        return Subject(
+            _first(subject, NameOID.COMMON_NAME),
+            _first(subject, NameOID.ORGANIZATION_NAME),
+            _first(subject, NameOID.ORGANIZATIONAL_UNIT_NAME),
+        )
+    except ValueError:
+        raise _invalid("The CSR's subject could not be decoded.", "bad_subject") from None
+
+
+def certificate_subject(cert: x509.Certificate) -> Subject:
+    return Subject(
+        _first(cert.subject, NameOID.COMMON_NAME),
+        _first(cert.subject, NameOID.ORGANIZATION_NAME),
+        _first(cert.subject, NameOID.ORGANIZATIONAL_UNIT_NAME),
+    )
+
+
+def decide_subject(locked: Subject, from_csr: Subject) -> Subject:
+    """Locked token fields win, always; fields the token leaves open come from the CSR."""
+    result = Subject(
+        locked.common_name if locked.common_name is not None else from_csr.common_name,
+        locked.organization if locked.organization is not None else from_csr.organization,
+        locked.organizational_unit if locked.organizational_unit is not None else from_csr.organizational_unit,
+    )
+    for field, value in zip(("commonName", "organization", "organizationalUnit"), result.as_tuple()):
+        if value is not None and (len(value) > SUBJECT_FIELD_MAX or not value.strip() or not value.isprintable()):
+            raise _invalid(
+                "The CSR's %s is empty, longer than %d characters or not printable, and the token does not set it."
+                % (field, SUBJECT_FIELD_MAX),
+                "bad_subject",
+            )
+    if not result.common_name:
+        raise _invalid(
+            "The token leaves commonName open and the CSR has none: put a CN in the CSR's subject "
+            "(openssl req -subj '/CN=name').",
+            "missing_common_name",
+        )
+    return result

@@ -1,0 +1,81 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) frontdoor.pki contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Error codes shared by the engine, the gateway and the Ansible modules.
+
+One table maps a machine-readable code to its HTTP status so that the gateway,
+the gateway client and the modules (``error_code`` in ``fail_json``) can never
+disagree about what a failure means.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+# code -> HTTP status
+ERROR_STATUS = {
+    "invalid_request": 400,
+    "invalid_csr": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "tcp_shares_disabled": 403,
+    "frontdoor_not_found": 404,
+    "token_not_found": 404,
+    "certificate_not_found": 404,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "token_already_used": 409,
+    "redemption_in_progress": 409,
+    "conflict": 409,
+    "token_expired": 410,
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "not_supported": 501,
+    "signer_error": 502,
+    "signer_unavailable": 503,
+    "store_unavailable": 503,
+    "internal_error": 500,
+}
+
+
+class FrontdoorError(Exception):
+    """A failure with a code a program can branch on and a message a person can act on."""
+
+    def __init__(self, code, message, details=None, retry_after=None):
+        if code not in ERROR_STATUS:
+            raise ValueError("unknown error code %r" % (code,))
+        super(FrontdoorError, self).__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.retry_after = retry_after
+
+    @property
+    def status(self):
+        return ERROR_STATUS[self.code]
+
+    def to_dict(self):
+        body = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return {"error": body}
+
+    def __repr__(self):
+        return "FrontdoorError(%r, %r)" % (self.code, self.message)
+
+
+class SignerUnavailable(FrontdoorError):
+    """The signer could not be reached or refused for reasons the redeemer cannot fix.
+
+    Raised by signer adapters; the service releases the claim so the token stays redeemable.
+    """
+
+    def __init__(self, message, details=None, retry_after=None):
+        super(SignerUnavailable, self).__init__("signer_unavailable", message, details, retry_after)
+
+
+class StoreUnavailable(FrontdoorError):
+    """The token store could not be reached; nothing was changed that the caller can see."""
+
+    def __init__(self, message, details=None, retry_after=None):
+        super(StoreUnavailable, self).__init__("store_unavailable", message, details, retry_after)

@@ -1,0 +1,129 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) frontdoor.pki contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The token store interface.
+
+A store is persistence with check-and-set and nothing more: every rule (who may
+claim, when a token is expired, what a retry returns) lives in ``service.py``.
+That is what lets SQLite and Vault KV v2 sit behind the same service without the
+rules drifting between them.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as _dt
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+from .model import CertificateRecord, Page, TokenRecord
+
+# Sort keys a caller may ask for (API names -> record attribute names).
+TOKEN_SORT_FIELDS = {
+    "name": "name",
+    "createdAt": "created_at",
+    "expiresAt": "expires_at",
+    "updatedAt": "updated_at",
+    "redeemedAt": "redeemed_at",
+    "id": "id",
+}
+CERTIFICATE_SORT_FIELDS = {
+    "name": "name",
+    "createdAt": "created_at",
+    "notAfter": "not_after",
+    "notBefore": "not_before",
+    "serialNumber": "serial_number",
+    "id": "id",
+}
+
+
+class TokenStore(abc.ABC):
+    """Persistence of tokens and issued certificates for any number of frontdoors."""
+
+    @abc.abstractmethod
+    def create_token(self, record: TokenRecord) -> None:
+        """Insert a new token. Raises FrontdoorError('conflict') if the id or hash exists."""
+
+    @abc.abstractmethod
+    def get_token(self, frontdoor_id: str, token_id: str) -> Optional[TokenRecord]:
+        """The token with this id in this frontdoor, or None."""
+
+    @abc.abstractmethod
+    def find_token_by_hash(self, secret_hash: str) -> Optional[TokenRecord]:
+        """The token whose secret hashes to this value, in any frontdoor, or None."""
+
+    @abc.abstractmethod
+    def list_tokens(
+        self,
+        frontdoor_id: str,
+        *,
+        now: _dt.datetime,
+        statuses: Optional[Sequence[str]] = None,
+        name: Optional[str] = None,
+        page: int = 0,
+        size: int = 20,
+        sort: Tuple[str, str] = ("created_at", "asc"),
+    ) -> Page:
+        """One page of tokens. ``statuses`` holds derived statuses (active/expired/redeemed)
+        evaluated at ``now``; ``sort`` is (record attribute, 'asc'|'desc')."""
+
+    @abc.abstractmethod
+    def replace_token(self, record: TokenRecord, expected_version: int) -> bool:
+        """Write ``record`` (whose version the caller already set to expected_version + 1)
+        only if the stored version is still ``expected_version``. False if it changed or is gone."""
+
+    @abc.abstractmethod
+    def record_redemption(
+        self, record: TokenRecord, expected_version: int, certificate: CertificateRecord
+    ) -> bool:
+        """Atomically: replace the token as replace_token does and store the certificate.
+
+        Either both happen or neither; False (and no certificate kept) if the CAS failed."""
+
+    @abc.abstractmethod
+    def delete_token(self, frontdoor_id: str, token_id: str) -> bool:
+        """Delete for good. False if there was nothing to delete."""
+
+    @abc.abstractmethod
+    def purge_tokens(
+        self,
+        frontdoor_id: Optional[str],
+        *,
+        now: _dt.datetime,
+        expired_before: Optional[_dt.datetime],
+        redeemed_before: Optional[_dt.datetime],
+        dry_run: bool = False,
+    ) -> List[str]:
+        """Delete (or with dry_run only list) unredeemed tokens whose expires_at <= expired_before
+        and redeemed tokens whose redeemed_at <= redeemed_before (either bound may be None: skip
+        that class). ``frontdoor_id`` None means every frontdoor. Returns the ids."""
+
+    @abc.abstractmethod
+    def get_certificate(self, frontdoor_id: str, certificate_id: str) -> Optional[CertificateRecord]:
+        """The certificate record, or None."""
+
+    @abc.abstractmethod
+    def list_certificates(
+        self,
+        frontdoor_id: str,
+        *,
+        page: int = 0,
+        size: int = 20,
+        sort: Tuple[str, str] = ("created_at", "asc"),
+        token_id: Optional[str] = None,
+        revoked: Optional[bool] = None,
+    ) -> Page:
+        """One page of certificate records."""
+
+    @abc.abstractmethod
+    def mark_revoked(self, frontdoor_id: str, certificate_id: str, revoked_at: _dt.datetime) -> bool:
+        """Set revoked_at if not already set. False if unknown or already revoked."""
+
+    @abc.abstractmethod
+    def revoked_serials(self, frontdoor_id: str) -> Iterable[Tuple[str, _dt.datetime]]:
+        """(serial hex, revoked_at) of every revoked certificate: the local CA's CRL input."""
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable if the store cannot serve requests (health checks)."""
+
+    def close(self) -> None:
+        """Release connections."""

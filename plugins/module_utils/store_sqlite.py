@@ -1,0 +1,347 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) frontdoor.pki contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""SQLite token store (stdlib sqlite3, WAL).
+
+Check-and-set is an ``UPDATE ... WHERE version = ?`` inside ``BEGIN IMMEDIATE``, which
+SQLite serialises across threads and processes alike: that is what makes single use
+hold for two gateways sharing one state directory.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import sqlite3
+import threading
+import time
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+from .errors import FrontdoorError, StoreUnavailable
+from .model import UTC, CertificateRecord, Page, Subject, TokenRecord
+from .store import TokenStore
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    frontdoor_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    secret_hash TEXT NOT NULL UNIQUE,
+    common_name TEXT,
+    organization TEXT,
+    organizational_unit TEXT,
+    created_at REAL NOT NULL,
+    created_by TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    state TEXT NOT NULL,
+    certificate_ttl INTEGER,
+    redeemed_at REAL,
+    certificate_id TEXT,
+    public_key_sha256 TEXT,
+    claim_id TEXT,
+    claim_until REAL,
+    version INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tokens_fd_created ON tokens (frontdoor_id, created_at);
+CREATE INDEX IF NOT EXISTS tokens_fd_name ON tokens (frontdoor_id, name);
+CREATE INDEX IF NOT EXISTS tokens_fd_expires ON tokens (frontdoor_id, state, expires_at);
+CREATE TABLE IF NOT EXISTS certificates (
+    id TEXT PRIMARY KEY,
+    frontdoor_id TEXT NOT NULL,
+    token_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    serial_number TEXT NOT NULL,
+    certificate_pem TEXT NOT NULL,
+    ca_chain TEXT NOT NULL,
+    common_name TEXT,
+    organization TEXT,
+    organizational_unit TEXT,
+    not_before REAL NOT NULL,
+    not_after REAL NOT NULL,
+    created_at REAL NOT NULL,
+    public_key_sha256 TEXT NOT NULL,
+    revoked_at REAL
+);
+CREATE INDEX IF NOT EXISTS certificates_fd_created ON certificates (frontdoor_id, created_at);
+CREATE INDEX IF NOT EXISTS certificates_token ON certificates (token_id);
+PRAGMA user_version = 1;
+"""
+
+_TOKEN_COLUMNS = (
+    "id, frontdoor_id, name, secret_hash, common_name, organization, organizational_unit, created_at, created_by, "
+    "expires_at, updated_at, state, certificate_ttl, redeemed_at, certificate_id, public_key_sha256, claim_id, "
+    "claim_until, version"
+)
+_CERT_COLUMNS = (
+    "id, frontdoor_id, token_id, name, serial_number, certificate_pem, ca_chain, common_name, organization, "
+    "organizational_unit, not_before, not_after, created_at, public_key_sha256, revoked_at"
+)
+
+
+def _ts(value: Optional[_dt.datetime]) -> Optional[float]:
+    return None if value is None else value.timestamp()
+
+
+def _dt_from(value: Optional[float]) -> Optional[_dt.datetime]:
+    return None if value is None else _dt.datetime.fromtimestamp(value, UTC)
+
+
+def _token_row(r: TokenRecord) -> tuple:
+    return (
+        r.id, r.frontdoor_id, r.name, r.secret_hash, r.subject.common_name, r.subject.organization,
+        r.subject.organizational_unit, _ts(r.created_at), r.created_by, _ts(r.expires_at), _ts(r.updated_at), r.state,
+        r.certificate_ttl, _ts(r.redeemed_at), r.certificate_id, r.public_key_sha256, r.claim_id, _ts(r.claim_until),
+        r.version,
+    )
+
+
+def _token_from(row) -> TokenRecord:
+    return TokenRecord(
+        id=row[0], frontdoor_id=row[1], name=row[2], secret_hash=row[3], subject=Subject(row[4], row[5], row[6]),
+        created_at=_dt_from(row[7]), created_by=row[8], expires_at=_dt_from(row[9]), updated_at=_dt_from(row[10]),
+        state=row[11], certificate_ttl=row[12], redeemed_at=_dt_from(row[13]), certificate_id=row[14],
+        public_key_sha256=row[15], claim_id=row[16], claim_until=_dt_from(row[17]), version=row[18],
+    )
+
+
+def _cert_row(c: CertificateRecord) -> tuple:
+    return (
+        c.id, c.frontdoor_id, c.token_id, c.name, c.serial_number, c.certificate_pem, json.dumps(c.ca_chain),
+        c.subject.common_name, c.subject.organization, c.subject.organizational_unit, _ts(c.not_before),
+        _ts(c.not_after), _ts(c.created_at), c.public_key_sha256, _ts(c.revoked_at),
+    )
+
+
+def _cert_from(row) -> CertificateRecord:
+    return CertificateRecord(
+        id=row[0], frontdoor_id=row[1], token_id=row[2], name=row[3], serial_number=row[4], certificate_pem=row[5],
+        ca_chain=json.loads(row[6]), subject=Subject(row[7], row[8], row[9]), not_before=_dt_from(row[10]),
+        not_after=_dt_from(row[11]), created_at=_dt_from(row[12]), public_key_sha256=row[13],
+        revoked_at=_dt_from(row[14]),
+    )
+
+
+class SQLiteStore(TokenStore):
+    """Tokens and certificates in one SQLite file; one connection per thread and process."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: str, busy_timeout: float = 10.0):
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self._local = threading.local()
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        conn = self._conn()
+        # Several processes may start at once on a fresh state dir; schema creation is idempotent.
+        self._retry(lambda: conn.executescript(_SCHEMA))
+        try:
+            os.chmod(path, 0o600)
+        except OSError:
+            pass
+
+    # -- connections ---------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            try:
+                conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable("The SQLite store at %s cannot be opened: %s" % (self.path, exc)) from None
+            self._local.conn = conn
+            self._local.pid = os.getpid()
+        return conn
+
+    def _retry(self, fn, attempts: int = 50):
+        for attempt in range(attempts):
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise StoreUnavailable("The SQLite store failed: %s" % exc) from None
+                time.sleep(min(0.005 * (attempt + 1), 0.1))
+        raise StoreUnavailable("The SQLite store stayed locked; try again.", retry_after=1)
+
+    def _write(self, fn):
+        """Run fn(conn) in one IMMEDIATE transaction (one writer at a time, across processes)."""
+        def run():
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return self._retry(run)
+
+    def _read(self, sql: str, args: Sequence = ()):
+        return self._retry(lambda: self._conn().execute(sql, args).fetchall())
+
+    # -- tokens --------------------------------------------------------------
+    def create_token(self, record: TokenRecord) -> None:
+        def insert(conn):
+            try:
+                conn.execute("INSERT INTO tokens (%s) VALUES (%s)" % (_TOKEN_COLUMNS, ",".join("?" * 19)), _token_row(record))
+            except sqlite3.IntegrityError:
+                raise FrontdoorError("conflict", "A token with this id already exists.") from None
+
+        self._write(insert)
+
+    def get_token(self, frontdoor_id: str, token_id: str) -> Optional[TokenRecord]:
+        rows = self._read(
+            "SELECT %s FROM tokens WHERE id = ? AND frontdoor_id = ?" % _TOKEN_COLUMNS, (token_id, frontdoor_id)
+        )
+        return _token_from(rows[0]) if rows else None
+
+    def find_token_by_hash(self, secret_hash: str) -> Optional[TokenRecord]:
+        rows = self._read("SELECT %s FROM tokens WHERE secret_hash = ?" % _TOKEN_COLUMNS, (secret_hash,))
+        return _token_from(rows[0]) if rows else None
+
+    @staticmethod
+    def _status_clause(statuses, now_ts) -> Tuple[str, list]:
+        parts, args = [], []
+        for status in statuses or ():
+            if status == "redeemed":
+                parts.append("state = 'redeemed'")
+            elif status == "active":
+                parts.append("(state = 'active' AND expires_at > ?)")
+                args.append(now_ts)
+            elif status == "expired":
+                parts.append("(state = 'active' AND expires_at <= ?)")
+                args.append(now_ts)
+        return ("(" + " OR ".join(parts) + ")", args) if parts else ("", [])
+
+    def list_tokens(self, frontdoor_id, *, now, statuses=None, name=None, page=0, size=20, sort=("created_at", "asc")):
+        where, args = ["frontdoor_id = ?"], [frontdoor_id]
+        clause, extra = self._status_clause(statuses, now.timestamp())
+        if clause:
+            where.append(clause)
+            args.extend(extra)
+        if name is not None:
+            where.append("name = ?")
+            args.append(name)
+        where_sql = " AND ".join(where)
+        column, direction = sort
+        order = "%s %s, id ASC" % (column, "DESC" if direction == "desc" else "ASC")
+        total = self._read("SELECT COUNT(*) FROM tokens WHERE %s" % where_sql, args)[0][0]
+        rows = self._read(
+            "SELECT %s FROM tokens WHERE %s ORDER BY %s LIMIT ? OFFSET ?" % (_TOKEN_COLUMNS, where_sql, order),
+            args + [size, page * size],
+        )
+        return Page([_token_from(r) for r in rows], total, page, size)
+
+    def replace_token(self, record: TokenRecord, expected_version: int) -> bool:
+        return self._write(lambda conn: self._cas(conn, record, expected_version))
+
+    @staticmethod
+    def _cas(conn, record: TokenRecord, expected_version: int) -> bool:
+        row = _token_row(record)
+        cursor = conn.execute(
+            "UPDATE tokens SET name=?, secret_hash=?, common_name=?, organization=?, organizational_unit=?, "
+            "expires_at=?, updated_at=?, state=?, certificate_ttl=?, redeemed_at=?, certificate_id=?, "
+            "public_key_sha256=?, claim_id=?, claim_until=?, version=? "
+            "WHERE id=? AND frontdoor_id=? AND version=?",
+            (row[2], row[3], row[4], row[5], row[6], row[9], row[10], row[11], row[12], row[13], row[14], row[15],
+             row[16], row[17], row[18], record.id, record.frontdoor_id, expected_version),
+        )
+        return cursor.rowcount == 1
+
+    def record_redemption(self, record: TokenRecord, expected_version: int, certificate: CertificateRecord) -> bool:
+        def run(conn):
+            if not self._cas(conn, record, expected_version):
+                return False
+            conn.execute(
+                "INSERT INTO certificates (%s) VALUES (%s)" % (_CERT_COLUMNS, ",".join("?" * 15)), _cert_row(certificate)
+            )
+            return True
+
+        return self._write(run)
+
+    def delete_token(self, frontdoor_id: str, token_id: str) -> bool:
+        return self._write(
+            lambda conn: conn.execute(
+                "DELETE FROM tokens WHERE id = ? AND frontdoor_id = ?", (token_id, frontdoor_id)
+            ).rowcount == 1
+        )
+
+    def purge_tokens(self, frontdoor_id, *, now, expired_before, redeemed_before, dry_run=False) -> List[str]:
+        parts, args = [], []
+        if expired_before is not None:
+            bound = min(expired_before, now).timestamp()
+            parts.append("(state = 'active' AND expires_at <= ?)")
+            args.append(bound)
+        if redeemed_before is not None:
+            parts.append("(state = 'redeemed' AND redeemed_at <= ?)")
+            args.append(redeemed_before.timestamp())
+        if not parts:
+            return []
+        where = "(" + " OR ".join(parts) + ")"
+        if frontdoor_id is not None:
+            where += " AND frontdoor_id = ?"
+            args.append(frontdoor_id)
+
+        def run(conn):
+            ids = [r[0] for r in conn.execute("SELECT id FROM tokens WHERE %s ORDER BY expires_at" % where, args)]
+            if not dry_run and ids:
+                conn.execute("DELETE FROM tokens WHERE %s" % where, args)
+            return ids
+
+        return self._write(run)
+
+    # -- certificates --------------------------------------------------------
+    def get_certificate(self, frontdoor_id: str, certificate_id: str) -> Optional[CertificateRecord]:
+        rows = self._read(
+            "SELECT %s FROM certificates WHERE id = ? AND frontdoor_id = ?" % _CERT_COLUMNS, (certificate_id, frontdoor_id)
+        )
+        return _cert_from(rows[0]) if rows else None
+
+    def list_certificates(self, frontdoor_id, *, page=0, size=20, sort=("created_at", "asc"), token_id=None, revoked=None):
+        where, args = ["frontdoor_id = ?"], [frontdoor_id]
+        if token_id:
+            where.append("token_id = ?")
+            args.append(token_id)
+        if revoked is True:
+            where.append("revoked_at IS NOT NULL")
+        elif revoked is False:
+            where.append("revoked_at IS NULL")
+        where_sql = " AND ".join(where)
+        column, direction = sort
+        order = "%s %s, id ASC" % (column, "DESC" if direction == "desc" else "ASC")
+        total = self._read("SELECT COUNT(*) FROM certificates WHERE %s" % where_sql, args)[0][0]
+        rows = self._read(
+            "SELECT %s FROM certificates WHERE %s ORDER BY %s LIMIT ? OFFSET ?" % (_CERT_COLUMNS, where_sql, order),
+            args + [size, page * size],
+        )
+        return Page([_cert_from(r) for r in rows], total, page, size)
+
+    def mark_revoked(self, frontdoor_id: str, certificate_id: str, revoked_at: _dt.datetime) -> bool:
+        return self._write(
+            lambda conn: conn.execute(
+                "UPDATE certificates SET revoked_at = ? WHERE id = ? AND frontdoor_id = ? AND revoked_at IS NULL",
+                (revoked_at.timestamp(), certificate_id, frontdoor_id),
+            ).rowcount == 1
+        )
+
+    def revoked_serials(self, frontdoor_id: str) -> Iterable[Tuple[str, _dt.datetime]]:
+        rows = self._read(
+            "SELECT serial_number, revoked_at FROM certificates WHERE frontdoor_id = ? AND revoked_at IS NOT NULL",
+            (frontdoor_id,),
+        )
+        return [(r[0], _dt_from(r[1])) for r in rows]
+
+    def ping(self) -> None:
+        self._read("SELECT 1")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
