@@ -1,0 +1,383 @@
+"""FastAPI routes over the engine.
+
+Routes parse and shape; the engine decides. Every failure leaves as
+``{"error": {"code", "message"}}`` with the status from ``frontdoor_pki.errors``;
+request validation never echoes input back (the redemption URL holds a secret).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Dict, List, Optional, Union
+
+from fastapi import Body, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from frontdoor_pki.config import Config, build_service, load_config
+from frontdoor_pki.errors import ERROR_STATUS, FrontdoorError
+from frontdoor_pki.service import FrontdoorService
+from frontdoor_pki.tokens import redact
+from frontdoor_pki.views import certificate_view, page_view, token_view
+
+from . import __version__
+from .auth import Authenticator, load_admin_token
+
+log = logging.getLogger("frontdoor.gateway")
+MAX_BODY = 64 * 1024
+NO_STORE = {"Cache-Control": "no-store"}
+
+Duration = Union[StrictInt, StrictStr]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TokenCreate(_Strict):
+    name: StrictStr = Field(description="Required. Becomes the name of the client certificate. 1-128 printable characters.")
+    commonName: Optional[StrictStr] = Field(None, description="Locked into the certificate when set; else from the CSR.")
+    organization: Optional[StrictStr] = Field(None, description="Locked into the certificate when set; else from the CSR.")
+    organizationalUnit: Optional[StrictStr] = Field(None, description="Locked when set; else from the CSR.")
+    expiresAt: Optional[StrictStr] = Field(None, description="RFC 3339 time in the future. Or use ttl.")
+    ttl: Optional[Duration] = Field(None, description="Lifetime: seconds, or 90s / 15m / 24h / 7d. Default 24h.")
+    certificateTtl: Optional[Duration] = Field(None, description="Certificate lifetime, at most the frontdoor's.")
+
+
+class TokenUpdate(_Strict):
+    name: Optional[StrictStr] = None
+    commonName: Optional[StrictStr] = None
+    organization: Optional[StrictStr] = None
+    organizationalUnit: Optional[StrictStr] = None
+    expiresAt: Optional[StrictStr] = None
+    ttl: Optional[Duration] = None
+    certificateTtl: Optional[Duration] = None
+
+
+class TokenRefresh(_Strict):
+    expiresAt: Optional[StrictStr] = None
+    ttl: Optional[Duration] = None
+
+
+class RedeemRequest(_Strict):
+    type: StrictStr = Field(description='Must be "CSR".')
+    value: StrictStr = Field(description="The PEM certificate signing request.")
+
+
+_UPDATE_FIELDS = {
+    "name": "name", "commonName": "common_name", "organization": "organization",
+    "organizationalUnit": "organizational_unit", "expiresAt": "expires_at", "ttl": "ttl",
+    "certificateTtl": "certificate_ttl",
+}
+
+
+def _error(code: str, message: str, retry_after: Optional[int] = None, details=None) -> JSONResponse:
+    body: Dict[str, Any] = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return JSONResponse({"error": body}, status_code=ERROR_STATUS[code], headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        where = ".".join(loc) or "body"
+        kind = err.get("type", "")
+        if kind == "json_invalid":
+            parts.append("the body is not valid JSON")
+        elif kind == "missing":
+            parts.append("%s is required" % where)
+        elif kind == "extra_forbidden":
+            parts.append("unknown field %r" % where)
+        elif kind in ("model_attributes_type", "dict_type", "model_type"):
+            parts.append("the body must be a JSON object (send Content-Type: application/json)")
+        else:
+            parts.append("%s: %s" % (where, err.get("msg", "invalid")))
+    return redact("Invalid request: " + "; ".join(parts) + ".")
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over the limit, whether announced by Content-Length or streamed."""
+
+    def __init__(self, app, limit: int = MAX_BODY):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = None
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    return await _send(send, _error("invalid_request", "Content-Length is not a number."))
+        if length is not None and length > self.limit:
+            return await _send(send, _too_large(self.limit))
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                return await _send(send, _too_large(self.limit))
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return _error("payload_too_large", "The request body is larger than %d bytes (%d KiB)." % (limit, limit // 1024))
+
+
+async def _send(send, response: JSONResponse) -> None:
+    await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+def create_app(service: FrontdoorService, authenticator: Authenticator) -> FastAPI:
+    app = FastAPI(
+        title="frontdoor.pki gateway",
+        version=__version__,
+        description="Certificate request tokens: create single-use tokens carrying subject metadata; "
+        "redeem them with a CSR for a client certificate. Errors are {\"error\": {\"code\", \"message\"}}.",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.service = service
+
+    @app.exception_handler(FrontdoorError)
+    async def _frontdoor_error(request: Request, exc: FrontdoorError):
+        return _error(exc.code, redact(exc.message), exc.retry_after, exc.details or None)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        return _error("invalid_request", _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 404:
+            return _error("not_found", "No such endpoint: %s %s." % (request.method, redact(request.url.path)))
+        if exc.status_code == 405:
+            return _error("method_not_allowed", "%s is not allowed on %s." % (request.method, redact(request.url.path)))
+        if exc.status_code == 413:
+            return _too_large(MAX_BODY)
+        code = "invalid_request" if 400 <= exc.status_code < 500 else "internal_error"
+        return _error(code, redact(str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.error("unexpected error on %s %s", request.method, redact(request.url.path), exc_info=exc)
+        return _error("internal_error", "An internal error occurred; it was logged on the gateway. Nothing was changed "
+                      "that a retry cannot fix.")
+
+    def principal(authorization: Optional[str], frontdoor_id: str, permission: str):
+        who = authenticator.authenticate(authorization)
+        authenticator.require(who, frontdoor_id, permission)
+        return who
+
+    @app.get("/healthz", tags=["health"])
+    def healthz():
+        service.store.ping()
+        return {"status": "ok", "version": __version__, "frontdoors": sorted(service.frontdoors)}
+
+    @app.get("/frontdoor/{frontdoorId}", tags=["frontdoors"])
+    def get_frontdoor(frontdoorId: str, authorization: Optional[str] = Header(None)):
+        principal(authorization, frontdoorId, "tokens:read")
+        settings = service.frontdoor(frontdoorId)
+        return {
+            "id": settings.id,
+            "tcpSharesEnabled": settings.tcp_shares_enabled,
+            "defaultTokenTtl": settings.default_token_ttl,
+            "maxTokenTtl": settings.max_token_ttl,
+            "certificateTtl": settings.certificate_ttl,
+            "signer": service.signers[settings.id].kind,
+        }
+
+    base = "/frontdoor/{frontdoorId}/certificate-request-tokens"
+
+    @app.post(base, status_code=201, tags=["tokens"])
+    def create_token(
+        frontdoorId: str, body: TokenCreate, request: Request, authorization: Optional[str] = Header(None)
+    ):
+        who = principal(authorization, frontdoorId, "tokens:create")
+        record, secret = service.create_token(
+            frontdoorId, name=body.name, common_name=body.commonName, organization=body.organization,
+            organizational_unit=body.organizationalUnit, ttl=body.ttl, expires_at=body.expiresAt,
+            certificate_ttl=body.certificateTtl, actor=who.name,
+        )
+        headers = dict(NO_STORE, Location="/frontdoor/%s/certificate-request-tokens/%s" % (frontdoorId, record.id))
+        return JSONResponse(token_view(record, secret=secret), status_code=201, headers=headers)
+
+    @app.get(base, tags=["tokens"])
+    def list_tokens(
+        frontdoorId: str,
+        page: int = Query(0, ge=0),
+        size: int = Query(20, ge=1, le=1000),
+        sort: Optional[str] = Query(None, description="field[,asc|desc]; fields: name, createdAt, expiresAt, ..."),
+        status: Optional[str] = Query(None, description="active, expired or redeemed (comma-separated)"),
+        name: Optional[str] = Query(None),
+        authorization: Optional[str] = Header(None),
+    ):
+        principal(authorization, frontdoorId, "tokens:read")
+        result = service.list_tokens(frontdoorId, status=status, name=name, page=page, size=size, sort=sort)
+        now = service.clock()
+        return page_view(result, [token_view(r, now) for r in result.items])
+
+    @app.delete(base, tags=["tokens"])
+    def cleanup_tokens(
+        frontdoorId: str,
+        status: Optional[str] = Query(None, description="expired and/or redeemed, comma-separated (required)"),
+        olderThan: Optional[str] = Query(None, description="only tokens expired/redeemed longer ago than this"),
+        dryRun: bool = Query(False),
+        authorization: Optional[str] = Header(None),
+    ):
+        who = principal(authorization, frontdoorId, "tokens:delete")
+        if not status:
+            raise FrontdoorError(
+                "invalid_request", "Say which tokens to remove: ?status=expired, ?status=redeemed or both "
+                "(status=expired,redeemed). Active tokens are deleted one by one."
+            )
+        ids = service.cleanup(
+            frontdoorId, statuses=status, older_than=olderThan or 0, dry_run=dryRun, actor=who.name
+        )
+        return {"deleted": 0 if dryRun else len(ids), "wouldDelete": len(ids) if dryRun else None, "ids": ids}
+
+    @app.get(base + "/{tokenId}", tags=["tokens"])
+    def get_token(frontdoorId: str, tokenId: str, authorization: Optional[str] = Header(None)):
+        principal(authorization, frontdoorId, "tokens:read")
+        return token_view(service.get_token(frontdoorId, tokenId), service.clock())
+
+    @app.patch(base + "/{tokenId}", tags=["tokens"])
+    def update_token(
+        frontdoorId: str, tokenId: str, body: TokenUpdate, authorization: Optional[str] = Header(None)
+    ):
+        who = principal(authorization, frontdoorId, "tokens:create")
+        changes = {_UPDATE_FIELDS[k]: getattr(body, k) for k in body.model_fields_set}
+        record = service.update_token(frontdoorId, tokenId, changes, actor=who.name)
+        return token_view(record, service.clock())
+
+    @app.post(base + "/{tokenId}/refresh", tags=["tokens"])
+    def refresh_token(
+        frontdoorId: str,
+        tokenId: str,
+        body: Optional[TokenRefresh] = Body(None),
+        authorization: Optional[str] = Header(None),
+    ):
+        who = principal(authorization, frontdoorId, "tokens:create")
+        record, secret = service.refresh_token(
+            frontdoorId, tokenId, ttl=body.ttl if body else None, expires_at=body.expiresAt if body else None,
+            actor=who.name,
+        )
+        return JSONResponse(token_view(record, service.clock(), secret=secret), headers=NO_STORE)
+
+    @app.delete(base + "/{tokenId}", status_code=204, tags=["tokens"])
+    def delete_token(frontdoorId: str, tokenId: str, authorization: Optional[str] = Header(None)):
+        who = principal(authorization, frontdoorId, "tokens:delete")
+        service.delete_token(frontdoorId, tokenId, actor=who.name)
+        return Response(status_code=204)
+
+    certs = "/frontdoor/{frontdoorId}/client-certificates"
+
+    @app.post(certs + "/token/{token}", status_code=201, tags=["redemption"])
+    def redeem(frontdoorId: str, token: str, body: RedeemRequest, request: Request):
+        """No Authorization header: the token in the path is the credential. A retry with the same key after a
+        success returns the same certificate (200, header X-Frontdoor-Replayed: true)."""
+        source = request.client.host if request.client else None
+        result = service.redeem(frontdoorId, token, body.value, body.type, source=source)
+        headers = dict(NO_STORE)
+        if result.replayed:
+            headers["X-Frontdoor-Replayed"] = "true"
+        return JSONResponse(
+            certificate_view(result.certificate), status_code=200 if result.replayed else 201, headers=headers
+        )
+
+    @app.get(certs, tags=["certificates"])
+    def list_certificates(
+        frontdoorId: str,
+        page: int = Query(0, ge=0),
+        size: int = Query(20, ge=1, le=1000),
+        sort: Optional[str] = Query(None),
+        tokenId: Optional[str] = Query(None),
+        revoked: Optional[bool] = Query(None),
+        authorization: Optional[str] = Header(None),
+    ):
+        principal(authorization, frontdoorId, "certificates:read")
+        result = service.list_certificates(
+            frontdoorId, page=page, size=size, sort=sort, token_id=tokenId, revoked=revoked
+        )
+        return page_view(result, [certificate_view(c) for c in result.items])
+
+    @app.get(certs + "/{certificateId}", tags=["certificates"])
+    def get_certificate(frontdoorId: str, certificateId: str, authorization: Optional[str] = Header(None)):
+        principal(authorization, frontdoorId, "certificates:read")
+        return certificate_view(service.get_certificate(frontdoorId, certificateId))
+
+    @app.delete(certs + "/{certificateId}", tags=["certificates"])
+    def revoke_certificate(frontdoorId: str, certificateId: str, authorization: Optional[str] = Header(None)):
+        who = principal(authorization, frontdoorId, "certificates:revoke")
+        return certificate_view(service.revoke_certificate(frontdoorId, certificateId, actor=who.name))
+
+    @app.get("/frontdoor/{frontdoorId}/ca", tags=["ca"])
+    def ca_chain(frontdoorId: str, format: str = Query("pem", pattern="^(pem|json)$")):
+        chain: List[str] = service.ca_chain(frontdoorId)
+        if format == "json":
+            return {"caChain": chain}
+        return Response("".join(chain), media_type="application/pem-certificate-chain")
+
+    @app.get("/frontdoor/{frontdoorId}/crl", tags=["ca"])
+    def crl(frontdoorId: str, format: str = Query("der", pattern="^(der|pem)$")):
+        der = service.crl(frontdoorId)
+        if format == "pem":
+            from cryptography import x509
+            from cryptography.hazmat.primitives.serialization import Encoding
+
+            pem = x509.load_der_x509_crl(der).public_bytes(Encoding.PEM)
+            return Response(pem, media_type="application/x-pem-file")
+        return Response(der, media_type="application/pkix-crl")
+
+    return app
+
+
+def wrap(app: FastAPI) -> BodyLimitMiddleware:
+    return BodyLimitMiddleware(app, MAX_BODY)
+
+
+def build_from_env(env=os.environ) -> tuple:
+    """(config, service, authenticator) from FRONTDOOR_STATE_DIR / FRONTDOOR_CONFIG / FRONTDOOR_ADMIN_TOKEN."""
+    from .auth import Authenticator as _A
+
+    config: Config = load_config(env.get("FRONTDOOR_CONFIG") or None, env.get("FRONTDOOR_STATE_DIR") or None, env)
+    admin_token, _path, _created = load_admin_token(config.state_dir, env)
+    authenticator = _A.from_config(admin_token, config.api_tokens)
+    service = build_service(config)
+    return config, service, authenticator
+
+
+def app_factory():
+    """uvicorn --factory entry point (one per worker process)."""
+    _config, service, authenticator = build_from_env()
+    return wrap(create_app(service, authenticator))
+
+
+def dumps(value) -> str:
+    return json.dumps(value, indent=2, sort_keys=False)

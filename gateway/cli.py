@@ -1,0 +1,393 @@
+"""`frontdoor-gateway`: serve the API and administer tokens on the same state.
+
+Admin subcommands run the engine in-process on the state dir / config the gateway
+uses, so they work with the gateway stopped (and safely while it runs: the stores
+serialise writes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import List, Optional
+
+from frontdoor_pki.config import ConfigError, build_service, load_config
+from frontdoor_pki.errors import FrontdoorError
+from frontdoor_pki.views import certificate_view, token_view
+
+from . import __version__
+
+EPILOG = """environment:
+  FRONTDOOR_STATE_DIR        state directory (default ~/.frontdoor)
+  FRONTDOOR_CONFIG           config file (default <state-dir>/config.yaml if it exists)
+  FRONTDOOR_ADMIN_TOKEN      admin bearer token (default: generated into <state-dir>/admin-token)
+  FRONTDOOR_BACKEND          token store: local (SQLite, default) or vault
+  FRONTDOOR_SIGNER           default signer: local (default), vault or step-ca
+  VAULT_ADDR, VAULT_TOKEN    Vault/OpenBao (also BAO_ADDR, BAO_TOKEN, VAULT_NAMESPACE, VAULT_CACERT)
+  FRONTDOOR_VAULT_TIMEOUT    Vault HTTP timeout in seconds
+  STEP_CA_URL, STEP_ROOT, STEP_PROVISIONER, STEP_PROVISIONER_KEY, STEP_PROVISIONER_PASSWORD   step-ca signer
+
+docs: README.md, docs/api.md, docs/vault.md, docs/step-ca.md, docs/ansible.md
+"""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state-dir", help="state directory (default $FRONTDOOR_STATE_DIR or ~/.frontdoor)")
+    parser.add_argument("--config", help="YAML config file (default $FRONTDOOR_CONFIG or <state-dir>/config.yaml)")
+
+
+def _frontdoor(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--frontdoor", default="default", help="frontdoor id (default: default)")
+
+
+def _json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="frontdoor-gateway",
+        description="HTTP gateway and admin tool for frontdoor.pki certificate request tokens.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version="frontdoor-gateway " + __version__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("serve", help="run the HTTP API", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1; single use holds across them)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--no-access-log", action="store_true", help="do not log each request (secrets are redacted anyway)")
+
+    p = sub.add_parser("init", help="create the state dir, local CA and admin token; print where they are")
+    _common(p)
+
+    p = sub.add_parser("admin-token", help="print the admin token file path (and the token with --show)")
+    _common(p)
+    p.add_argument("--show", action="store_true", help="print the token itself")
+
+    p = sub.add_parser("new-api-token", help="make an API token and print its config entry (the token is shown once)")
+    p.add_argument("--name", required=True, help="who the token is for (appears in the audit log)")
+    p.add_argument(
+        "--grant", action="append", default=[], metavar="FRONTDOOR:PERMISSION",
+        help="e.g. default:tokens:create, '*:tokens:read', default:* (repeatable). Permissions: tokens:create, "
+        "tokens:read, tokens:delete, certificates:read, certificates:revoke",
+    )
+
+    p = sub.add_parser("create-token", help="create a certificate request token (the secret is shown once)")
+    _common(p)
+    _frontdoor(p)
+    _json(p)
+    p.add_argument("--name", required=True)
+    p.add_argument("--common-name")
+    p.add_argument("--organization")
+    p.add_argument("--organizational-unit")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--ttl", help="lifetime: seconds or 90s/15m/24h/7d (default: the frontdoor's, 24h)")
+    group.add_argument("--expires-at", help="RFC 3339 expiry, e.g. 2030-01-31T12:00:00Z")
+    p.add_argument("--certificate-ttl", help="certificate lifetime (at most the frontdoor's)")
+
+    p = sub.add_parser("list-tokens", help="list tokens (never their secrets)")
+    _common(p)
+    _frontdoor(p)
+    _json(p)
+    p.add_argument("--status", help="active, expired, redeemed (comma-separated)")
+    p.add_argument("--name")
+    p.add_argument("--size", type=int, default=1000)
+
+    p = sub.add_parser("delete-token", help="delete a token by id")
+    _common(p)
+    _frontdoor(p)
+    p.add_argument("token_id")
+
+    p = sub.add_parser("refresh-token", help="new secret and expiry for an unredeemed token (old secret stops working)")
+    _common(p)
+    _frontdoor(p)
+    _json(p)
+    p.add_argument("token_id")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--ttl")
+    group.add_argument("--expires-at")
+
+    p = sub.add_parser("cleanup", help="remove expired (and with --include-redeemed, redeemed) tokens")
+    _common(p)
+    p.add_argument("--frontdoor", help="one frontdoor (default: all)")
+    p.add_argument("--include-redeemed", action="store_true", help="also remove redeemed tokens")
+    p.add_argument("--older-than", default="0s", help="only tokens expired/redeemed longer ago than this (default 0s)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed")
+    _json(p)
+
+    p = sub.add_parser("list-certificates", help="list issued client certificates")
+    _common(p)
+    _frontdoor(p)
+    _json(p)
+
+    p = sub.add_parser("revoke-certificate", help="revoke an issued client certificate by id")
+    _common(p)
+    _frontdoor(p)
+    p.add_argument("certificate_id")
+
+    p = sub.add_parser("check-config", help="validate the configuration and show what it resolves to")
+    _common(p)
+
+    p = sub.add_parser("vault-policy", help="print the least-privilege Vault/OpenBao policy (HCL) for this config")
+    _common(p)
+
+    sub.add_parser("step-ca-template", help="print the x509 template (JSON) to install on the step-ca JWK provisioner")
+    return parser
+
+
+def _config(args):
+    return load_config(getattr(args, "config", None), getattr(args, "state_dir", None))
+
+
+def _print_tokens(records, now) -> None:
+    print("%-43s %-24s %-9s %-24s %s" % ("ID", "NAME", "STATUS", "EXPIRES", "SUBJECT"))
+    for r in records:
+        view = token_view(r, now)
+        subject = "/".join(
+            "%s=%s" % (k, v) for k, v in (("CN", r.subject.common_name), ("O", r.subject.organization),
+                                          ("OU", r.subject.organizational_unit)) if v
+        )
+        print("%-43s %-24s %-9s %-24s %s" % (r.id, r.name[:24], view["status"], view["expiresAt"], subject or "-"))
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from .app import build_from_env
+    from .logs import log_config
+
+    env = dict(os.environ)
+    if args.state_dir:
+        env["FRONTDOOR_STATE_DIR"] = os.path.abspath(os.path.expanduser(args.state_dir))
+    if args.config:
+        env["FRONTDOOR_CONFIG"] = os.path.abspath(os.path.expanduser(args.config))
+    # Validate everything (and create the CA and admin token) once, before any worker starts.
+    config, service, _auth = build_from_env(env)
+    service.close()
+    from .auth import load_admin_token
+
+    _token, path, created = load_admin_token(config.state_dir, env)
+    env["FRONTDOOR_STATE_DIR"] = config.state_dir
+    os.environ.update({k: v for k, v in env.items() if k.startswith("FRONTDOOR_")})
+    if path:
+        print("frontdoor-gateway: admin token %s %s" % ("written to" if created else "in", path), file=sys.stderr)
+    else:
+        print("frontdoor-gateway: admin token from FRONTDOOR_ADMIN_TOKEN", file=sys.stderr)
+    print(
+        "frontdoor-gateway: state %s, store %s, frontdoors %s, listening on http://%s:%d"
+        % (config.state_dir, config.backend, ", ".join(f.id for f in config.frontdoors), args.host, args.port),
+        file=sys.stderr,
+    )
+    uvicorn.run(
+        "frontdoor_gateway.app:app_factory",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=log_config(args.log_level, not args.no_access_log),
+        access_log=not args.no_access_log,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def cmd_init(args) -> int:
+    from .auth import load_admin_token
+
+    config = _config(args)
+    service = build_service(config)
+    service.close()
+    _token, path, created = load_admin_token(config.state_dir)
+    print("state dir:   %s" % config.state_dir)
+    print("admin token: %s%s" % (path or "from FRONTDOOR_ADMIN_TOKEN", " (new)" if created else ""))
+    print("frontdoors:  %s" % ", ".join(f.id for f in config.frontdoors))
+    if config.backend == "local":
+        print("database:    %s" % os.path.join(config.state_dir, "frontdoor.db"))
+    return 0
+
+
+def cmd_admin_token(args) -> int:
+    from .auth import load_admin_token
+
+    config = _config(args)
+    token, path, _created = load_admin_token(config.state_dir)
+    print(token if args.show else (path or "FRONTDOOR_ADMIN_TOKEN is set in the environment"))
+    return 0
+
+
+def cmd_new_api_token(args) -> int:
+    from .auth import PERMISSIONS, new_api_token, token_hash
+
+    grants: dict = {}
+    for grant in args.grant:
+        frontdoor, _, permission = grant.partition(":")
+        if not frontdoor or (permission != "*" and permission not in PERMISSIONS):
+            print("frontdoor-gateway: --grant %r: use FRONTDOOR:PERMISSION with one of %s or *"
+                  % (grant, ", ".join(PERMISSIONS)), file=sys.stderr)
+            return 2
+        grants.setdefault(frontdoor, []).append(permission)
+    token = new_api_token()
+    print("# API token for %s (shown once; give it to its holder):" % args.name)
+    print("#   %s" % token)
+    print("# add to the gateway config under apiTokens:")
+    print("- name: %s" % json.dumps(args.name))
+    print("  sha256: %s" % token_hash(token))
+    print("  permissions:")
+    for frontdoor, perms in grants.items():
+        print("    %s: [%s]" % (json.dumps(frontdoor), ", ".join(json.dumps(p) for p in perms)))
+    if not grants:
+        print("    {}  # no permissions yet: add --grant")
+    return 0
+
+
+def _actor() -> str:
+    return "cli:%s" % (os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown")
+
+
+def cmd_create_token(args) -> int:
+    service = build_service(_config(args))
+    record, secret = service.create_token(
+        args.frontdoor, name=args.name, common_name=args.common_name, organization=args.organization,
+        organizational_unit=args.organizational_unit, ttl=args.ttl, expires_at=args.expires_at,
+        certificate_ttl=args.certificate_ttl, actor=_actor(),
+    )
+    view = token_view(record, secret=secret)
+    if args.json:
+        print(json.dumps(view, indent=2))
+    else:
+        print("id:      %s\nname:    %s\ntoken:   %s   (shown once)\nexpires: %s"
+              % (record.id, record.name, secret, view["expiresAt"]))
+    return 0
+
+
+def cmd_list_tokens(args) -> int:
+    service = build_service(_config(args))
+    page = service.list_tokens(args.frontdoor, status=args.status, name=args.name, size=args.size)
+    now = service.clock()
+    if args.json:
+        print(json.dumps([token_view(r, now) for r in page.items], indent=2))
+    else:
+        _print_tokens(page.items, now)
+        if page.total > len(page.items):
+            print("(%d of %d shown)" % (len(page.items), page.total))
+    return 0
+
+
+def cmd_delete_token(args) -> int:
+    service = build_service(_config(args))
+    service.delete_token(args.frontdoor, args.token_id, actor=_actor())
+    print("deleted %s" % args.token_id)
+    return 0
+
+
+def cmd_refresh_token(args) -> int:
+    service = build_service(_config(args))
+    record, secret = service.refresh_token(
+        args.frontdoor, args.token_id, ttl=args.ttl, expires_at=args.expires_at, actor=_actor()
+    )
+    view = token_view(record, secret=secret)
+    if args.json:
+        print(json.dumps(view, indent=2))
+    else:
+        print("id:      %s\ntoken:   %s   (shown once; the old one no longer works)\nexpires: %s"
+              % (record.id, secret, view["expiresAt"]))
+    return 0
+
+
+def cmd_cleanup(args) -> int:
+    service = build_service(_config(args))
+    statuses = ["expired", "redeemed"] if args.include_redeemed else ["expired"]
+    ids = service.cleanup(
+        args.frontdoor, statuses=statuses, older_than=args.older_than, dry_run=args.dry_run, actor=_actor()
+    )
+    if args.json:
+        print(json.dumps({"deleted": 0 if args.dry_run else len(ids), "ids": ids, "dryRun": args.dry_run}))
+    else:
+        print("%s %d token(s)" % ("would remove" if args.dry_run else "removed", len(ids)))
+        for token_id in ids:
+            print("  %s" % token_id)
+    return 0
+
+
+def cmd_list_certificates(args) -> int:
+    service = build_service(_config(args))
+    page = service.list_certificates(args.frontdoor, size=1000)
+    views = [certificate_view(c) for c in page.items]
+    if args.json:
+        print(json.dumps(views, indent=2))
+    else:
+        print("%-42s %-24s %-24s %-24s %s" % ("ID", "NAME", "COMMON NAME", "NOT AFTER", "REVOKED"))
+        for v in views:
+            print("%-42s %-24s %-24s %-24s %s" % (v["id"], v["name"][:24], (v["commonName"] or "")[:24], v["notAfter"],
+                                                  v["revokedAt"] or "-"))
+    return 0
+
+
+def cmd_revoke_certificate(args) -> int:
+    service = build_service(_config(args))
+    record = service.revoke_certificate(args.frontdoor, args.certificate_id, actor=_actor())
+    print("revoked %s (serial %s)" % (record.id, record.serial_number))
+    return 0
+
+
+def cmd_check_config(args) -> int:
+    config = _config(args)
+    print("config file: %s" % (config.source or "(none: embedded default)"))
+    print("state dir:   %s" % config.state_dir)
+    print("store:       %s" % config.backend)
+    for f in config.frontdoors:
+        print("frontdoor %s: signer %s, tcpSharesEnabled %s, token ttl %ds (max %ds), certificate ttl %ds"
+              % (f.id, config.signers[f.id].get("type"), f.tcp_shares_enabled, f.default_token_ttl, f.max_token_ttl,
+                 f.certificate_ttl))
+    print("api tokens:  %d" % len(config.api_tokens))
+    return 0
+
+
+def cmd_vault_policy(args) -> int:
+    from frontdoor_pki.vault_policy import render_policy
+
+    print(render_policy(_config(args)))
+    return 0
+
+
+def cmd_step_ca_template(args) -> int:
+    from frontdoor_pki.signer_stepca import x509_template
+
+    print(json.dumps(x509_template(), indent=2))
+    return 0
+
+
+COMMANDS = {
+    "serve": cmd_serve, "init": cmd_init, "admin-token": cmd_admin_token, "new-api-token": cmd_new_api_token,
+    "create-token": cmd_create_token, "list-tokens": cmd_list_tokens, "delete-token": cmd_delete_token,
+    "refresh-token": cmd_refresh_token, "cleanup": cmd_cleanup, "list-certificates": cmd_list_certificates,
+    "revoke-certificate": cmd_revoke_certificate, "check-config": cmd_check_config, "vault-policy": cmd_vault_policy,
+    "step-ca-template": cmd_step_ca_template,
+}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args) or 0
+    except ConfigError as exc:
+        print("frontdoor-gateway: configuration error: %s" % exc, file=sys.stderr)
+        return 2
+    except FrontdoorError as exc:
+        print("frontdoor-gateway: %s: %s" % (exc.code, exc.message), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
