@@ -15,14 +15,13 @@ from typing import Any, Dict, List, Optional, Union
 from fastapi import Body, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
 from frontdoor_pki.config import Config, build_service, load_config
 from frontdoor_pki.errors import ERROR_STATUS, FrontdoorError
 from frontdoor_pki.service import FrontdoorService
 from frontdoor_pki.tokens import redact
 from frontdoor_pki.views import certificate_view, page_view, token_view
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .auth import Authenticator, load_admin_token
