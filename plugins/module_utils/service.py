@@ -396,7 +396,7 @@ class FrontdoorService:
                     details={"reason": "unknown"},
                 )
             token_id = record.id
-            return self._redeem(settings, record, csr, key_hash, requested_subject, source)
+            return self._redeem(settings, record, csr, key_hash, requested_subject, source, secret_hash)
         except FrontdoorError as exc:
             self.audit.emit(
                 "redemption.refused", frontdoor=str(frontdoor_id)[:64], tokenId=token_id, code=exc.code,
@@ -404,7 +404,7 @@ class FrontdoorService:
             )
             raise
 
-    def _redeem(self, settings, record, csr, key_hash, requested_subject, source) -> Redemption:
+    def _redeem(self, settings, record, csr, key_hash, requested_subject, source, secret_hash) -> Redemption:
         signer = self.signers[settings.id]
         claimed = None
         for _ in range(_CAS_ATTEMPTS):
@@ -448,6 +448,12 @@ class FrontdoorService:
             record = self.store.get_token(settings.id, record.id)
             if record is None:
                 raise FrontdoorError("token_not_found", "The token was deleted while being redeemed.")
+            if not hashes_equal(record.secret_hash, secret_hash):
+                # refreshed meanwhile: the secret we were given stopped working
+                raise FrontdoorError(
+                    "token_not_found", "The token was refreshed while being redeemed; use the new token.",
+                    details={"reason": "unknown"},
+                )
         if claimed is None:
             raise FrontdoorError("redemption_in_progress", "The token is contended; retry in a few seconds.", retry_after=1)
 
@@ -511,7 +517,7 @@ class FrontdoorService:
         released = dataclasses.replace(claimed, claim_id=None, claim_until=None, version=claimed.version + 1)
         try:
             self.store.replace_token(released, claimed.version)
-        except Exception:  # noqa: BLE001 - the lease makes the claim lapse anyway
+        except Exception:  # noqa: BLE001, S110 - the lease makes the claim lapse anyway
             pass
 
     def _discard(self, signer: Signer, certificate: CertificateRecord, why: str) -> None:
@@ -602,7 +608,7 @@ class FrontdoorService:
         for signer in self.signers.values():
             try:
                 signer.close()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001, S110 - closing is best effort
                 pass
         self.store.close()
 
