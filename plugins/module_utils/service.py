@@ -460,14 +460,16 @@ class FrontdoorService:
         ttl = claimed.certificate_ttl or settings.certificate_ttl
         not_before = now - NOT_BEFORE_BACKDATE
         not_after = now + _dt.timedelta(seconds=ttl)
-        limit = signer.not_after_limit()
-        if limit is not None and not_after > limit:
-            not_after = limit
-        request = SignRequest(
-            frontdoor_id=settings.id, csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode("ascii"), csr=csr,
-            subject=subject, not_before=not_before, not_after=not_after, token_id=claimed.id, name=claimed.name,
-        )
         try:
+            # everything from here to the record may fail; each failure must release the claim
+            limit = signer.not_after_limit()
+            if limit is not None and not_after > limit:
+                not_after = limit
+            request = SignRequest(
+                frontdoor_id=settings.id, csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+                csr=csr, subject=subject, not_before=not_before, not_after=not_after, token_id=claimed.id,
+                name=claimed.name,
+            )
             issued = signer.sign(request)
             cert = self._check_issued(issued, request)
         except Exception as exc:  # noqa: BLE001 - whatever the signer did, the token must survive
