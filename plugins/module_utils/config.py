@@ -59,7 +59,8 @@ class Config:
     source: Optional[str] = None  # the file it came from
 
 
-def resolve_state_dir(state_dir: Optional[str] = None, env: Mapping[str, str] = os.environ) -> str:
+def resolve_state_dir(state_dir: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> str:
+    env = os.environ if env is None else env
     return os.path.abspath(os.path.expanduser(state_dir or env.get("FRONTDOOR_STATE_DIR") or DEFAULT_STATE_DIR))
 
 
@@ -82,10 +83,11 @@ def _first_env(env: Mapping[str, str], *names: str) -> Optional[str]:
 def load_config(
     path: Optional[str] = None,
     state_dir: Optional[str] = None,
-    env: Mapping[str, str] = os.environ,
+    env: Optional[Mapping[str, str]] = None,
     data: Optional[Mapping[str, Any]] = None,
 ) -> Config:
     """Read the config file (``path``, $FRONTDOOR_CONFIG or <state-dir>/config.yaml if present) or ``data``."""
+    env = os.environ if env is None else env
     state = resolve_state_dir(state_dir, env)
     source = None
     if data is None:

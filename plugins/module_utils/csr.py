@@ -12,10 +12,15 @@ from __future__ import annotations
 import hashlib
 from typing import Optional
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import NameOID
+# Guarded: Ansible's import sanity test loads module_utils without third-party packages; the modules
+# report a missing cryptography with missing_required_lib (HAS_CRYPTOGRAPHY) instead of a traceback.
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from cryptography.x509.oid import NameOID
+except ImportError:  # pragma: no cover
+    x509 = serialization = ec = ed25519 = rsa = NameOID = None
 
 from .errors import FrontdoorError
 from .model import Subject

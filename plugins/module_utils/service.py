@@ -246,7 +246,7 @@ class FrontdoorService:
         )
 
     def _cas_update(self, frontdoor_id, token_id, change: Callable[[TokenRecord, _dt.datetime], TokenRecord]):
-        for _ in range(_CAS_ATTEMPTS):
+        for _attempt in range(_CAS_ATTEMPTS):
             current = self._token(frontdoor_id, token_id)
             now = self.clock()
             if current.state == STATE_REDEEMED:
@@ -407,7 +407,7 @@ class FrontdoorService:
     def _redeem(self, settings, record, csr, key_hash, requested_subject, source, secret_hash) -> Redemption:
         signer = self.signers[settings.id]
         claimed = None
-        for _ in range(_CAS_ATTEMPTS):
+        for _attempt in range(_CAS_ATTEMPTS):
             now = self.clock()
             if record.state == STATE_REDEEMED:
                 if record.public_key_sha256 and hashes_equal(record.public_key_sha256, key_hash):

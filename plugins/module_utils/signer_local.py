@@ -19,10 +19,15 @@ import tempfile
 from contextlib import contextmanager
 from typing import Iterable, List, Optional, Tuple
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+# Guarded: Ansible's import sanity test loads module_utils without third-party packages; the modules
+# report a missing cryptography with missing_required_lib (HAS_CRYPTOGRAPHY) instead of a traceback.
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+except ImportError:  # pragma: no cover
+    x509 = hashes = serialization = ec = rsa = ExtendedKeyUsageOID = NameOID = None
 
 from .errors import FrontdoorError, SignerUnavailable
 from .model import IssuedCertificate, SignRequest, utcnow

@@ -16,6 +16,7 @@ import base64
 import datetime as _dt
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import uuid
@@ -109,7 +110,7 @@ def parse_duration(value: Union[int, float, str], field: str = "ttl") -> int:
         seconds = (((w * 7 + d) * 24 + h) * 60 + m) * 60 + s
     else:
         raise FrontdoorError("invalid_request", "%s must be a number of seconds or a duration string." % field)
-    if seconds != seconds or seconds <= 0 or seconds > 100 * 365 * 86400:
+    if (isinstance(seconds, float) and math.isnan(seconds)) or seconds <= 0 or seconds > 100 * 365 * 86400:
         raise FrontdoorError("invalid_request", "%s must be a positive duration of at most 100 years." % field)
     return int(seconds) if float(seconds).is_integer() else int(seconds) + 1
 
