@@ -34,6 +34,7 @@ ERROR_STATUS = {
     "signer_error": 502,
     "signer_unavailable": 503,
     "store_unavailable": 503,
+    "gateway_unavailable": 503,  # client side: the gateway could not be reached (network, TLS, timeout)
     "internal_error": 500,
 }
 
