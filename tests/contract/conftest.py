@@ -8,6 +8,7 @@ rules need: ``default`` (the product defaults), ``closed`` (TCP shares disabled)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any, Callable, FrozenSet, List
@@ -35,13 +36,14 @@ class BackendUnderTest:
     def has(self, capability: str) -> bool:
         return capability in self.capabilities
 
-    def new_service(self, **wrap: Any) -> FrontdoorService:
-        """Another service on the same state (like a second gateway). With ``wrap`` keywords
-        (before=..., alter=..., frontdoor_id=...) the real signer is wrapped for fault tests."""
+    def new_service(self, wrapped: bool = False, **hooks: Any) -> FrontdoorService:
+        """Another service on the same state (like a second gateway). With ``wrapped`` (or any
+        hook: before=..., alter=..., frontdoor_id=...) the real signer is wrapped in a
+        support.backends.WrappedSigner, which counts calls and can inject faults."""
         service = build_service(self.config)
         self.services.append(service)
-        if wrap:
-            wrap_signer(service, **wrap)
+        if wrapped or hooks:
+            wrap_signer(service, **hooks)
         return service
 
     def audit_lines(self) -> List[dict]:
@@ -88,7 +90,7 @@ def service(backend: BackendUnderTest) -> FrontdoorService:
 @pytest.fixture
 def make_service(backend: BackendUnderTest) -> Callable[..., FrontdoorService]:
     """make_service(before=..., alter=..., frontdoor_id='default') -> a service with its signer wrapped."""
-    return backend.new_service
+    return functools.partial(backend.new_service, True)
 
 
 @pytest.fixture
