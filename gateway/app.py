@@ -7,9 +7,11 @@ request validation never echoes input back (the redemption URL holds a secret).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import threading
 from typing import Any, Dict, List, Optional, Union
 
 from fastapi import Body, FastAPI, Header, Query, Request
@@ -153,8 +155,49 @@ async def _send(send, response: JSONResponse) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
-def create_app(service: FrontdoorService, authenticator: Authenticator) -> FastAPI:
+class _Sweeper:
+    """Removes expired tokens every ``interval`` seconds (reference: "regularly clean up expired tokens")."""
+
+    def __init__(self, service: FrontdoorService, interval: float, older_than):
+        self.service, self.interval, self.older_than = service, interval, older_than
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="frontdoor-cleanup", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.service.cleanup(None, statuses=["expired"], older_than=self.older_than, actor="gateway:sweeper")
+            except Exception:  # noqa: BLE001 - a failed sweep is retried at the next interval
+                log.warning("periodic cleanup failed", exc_info=True)
+
+
+def create_app(
+    service: FrontdoorService,
+    authenticator: Authenticator,
+    cleanup_interval: Optional[float] = None,
+    cleanup_older_than="0s",
+) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        sweeper = _Sweeper(service, cleanup_interval, cleanup_older_than) if cleanup_interval else None
+        if sweeper:
+            sweeper.start()
+        try:
+            yield
+        finally:
+            if sweeper:
+                sweeper.stop()
+            service.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="frontdoor.pki gateway",
         version=__version__,
         description="Certificate request tokens: create single-use tokens carrying subject metadata; "
@@ -374,8 +417,13 @@ def build_from_env(env=os.environ) -> tuple:
 
 def app_factory():
     """uvicorn --factory entry point (one per worker process)."""
+    from frontdoor_pki.tokens import parse_duration
+
     _config, service, authenticator = build_from_env()
-    return wrap(create_app(service, authenticator))
+    interval = os.environ.get("FRONTDOOR_CLEANUP_INTERVAL")
+    seconds = parse_duration(interval, "cleanup interval") if interval and interval not in ("0", "0s") else None
+    older = os.environ.get("FRONTDOOR_CLEANUP_OLDER_THAN") or "0s"
+    return wrap(create_app(service, authenticator, cleanup_interval=seconds, cleanup_older_than=older))
 
 
 def dumps(value) -> str:

@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1; single use holds across them)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--no-access-log", action="store_true", help="do not log each request (secrets are redacted anyway)")
+    p.add_argument("--cleanup-interval", help="remove expired tokens every INTERVAL (e.g. 1h; default: never, "
+                   "use `frontdoor-gateway cleanup` from cron instead)")
+    p.add_argument("--cleanup-older-than", default="0s", help="with --cleanup-interval: keep tokens expired less "
+                   "than this long (default 0s), so their status can still be seen")
 
     p = sub.add_parser("init", help="create the state dir, local CA and admin token; print where they are")
     _common(p)
@@ -169,6 +173,13 @@ def cmd_serve(args) -> int:
         env["FRONTDOOR_STATE_DIR"] = os.path.abspath(os.path.expanduser(args.state_dir))
     if args.config:
         env["FRONTDOOR_CONFIG"] = os.path.abspath(os.path.expanduser(args.config))
+    if args.cleanup_interval:
+        from frontdoor_pki.tokens import parse_duration
+
+        parse_duration(args.cleanup_interval, "--cleanup-interval")
+        parse_duration(args.cleanup_older_than, "--cleanup-older-than") if args.cleanup_older_than not in ("0", "0s") else 0
+        env["FRONTDOOR_CLEANUP_INTERVAL"] = args.cleanup_interval
+        env["FRONTDOOR_CLEANUP_OLDER_THAN"] = args.cleanup_older_than
     # Validate everything (and create the CA and admin token) once, before any worker starts.
     config, service, _auth = build_from_env(env)
     service.close()

@@ -476,3 +476,18 @@ def test_cli_cleanup_and_help(tmp_path):
     assert json.loads(done.stdout)["deleted"] == 1
     bad = run("create-token", "--name", "x", "--ttl", "forever")
     assert bad.returncode == 1 and "invalid_request" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_periodic_cleanup(tmp_path):
+    with run_gateway(str(tmp_path / "sweep"), extra_args=("--cleanup-interval", "1s")) as gw:
+        expired = gw.create_token(ttl="1s").json()["id"]
+        live = gw.create_token(ttl="1h").json()["id"]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if gw.request("GET", TOKENS + "/" + expired).status_code == 404:
+                break
+            time.sleep(0.2)
+        _error(gw.request("GET", TOKENS + "/" + expired), 404, "token_not_found")
+        assert gw.request("GET", TOKENS + "/" + live).status_code == 200
+        with open(os.path.join(gw.state_dir, "audit.jsonl"), encoding="utf-8") as handle:
+            assert any('"actor":"gateway:sweeper"' in line and expired in line for line in handle)
