@@ -88,6 +88,14 @@ def _local(tmp_path, request) -> Config:
     return load_config(state_dir=str(tmp_path / "state"), env={}, data={"backend": "local"})
 
 
+@register("vault", marks=["vault"], capabilities={"revoke", "crl"})
+def _vault(tmp_path, request) -> Config:
+    """KV v2 store + PKI signer on the session's OpenBao, with a token limited to the printed policy."""
+    from support.openbao import vault_backend_config
+
+    return vault_backend_config(tmp_path, request)
+
+
 # ---------------------------------------------------------------------------------------------
 def contract_config(base: Config, frontdoors: List[Mapping[str, Any]], claim_lease: float) -> Config:
     """``base`` with the contract suite's frontdoors and lease, each frontdoor on base's signer.
