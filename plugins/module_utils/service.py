@@ -495,11 +495,18 @@ class FrontdoorService:
         try:
             recorded = self.store.record_redemption(done, claimed.version, certificate)
         except Exception as exc:  # noqa: BLE001
-            self._discard(signer, certificate, "store failed while recording")
-            self._release(claimed)
-            if isinstance(exc, FrontdoorError):
-                raise
-            raise StoreUnavailable("The token store failed while recording the certificate; the token was not used.") from None
+            # The write may have landed even though we saw an error (e.g. a lost response from Vault):
+            # if the token now points at our certificate, the redemption succeeded.
+            if self._recorded_anyway(settings.id, claimed.id, certificate.id):
+                recorded = True
+            else:
+                self._discard(signer, certificate, "store failed while recording")
+                self._release(claimed)
+                if isinstance(exc, FrontdoorError):
+                    raise
+                raise StoreUnavailable(
+                    "The token store failed while recording the certificate; the token was not used."
+                ) from None
         if not recorded:
             # Our claim lapsed (signer slower than the lease) or an admin deleted the token meanwhile.
             self._discard(signer, certificate, "claim lost")
@@ -514,6 +521,17 @@ class FrontdoorService:
             notAfter=isoformat(certificate.not_after), source=source,
         )
         return Redemption(certificate, replayed=False)
+
+    def _recorded_anyway(self, frontdoor_id: str, token_id: str, certificate_id: str) -> bool:
+        try:
+            current = self.store.get_token(frontdoor_id, token_id)
+            return bool(
+                current is not None
+                and current.certificate_id == certificate_id
+                and self.store.get_certificate(frontdoor_id, certificate_id) is not None
+            )
+        except Exception:  # noqa: BLE001 - still unreachable: treat as not recorded
+            return False
 
     def _release(self, claimed: TokenRecord) -> None:
         released = dataclasses.replace(claimed, claim_id=None, claim_until=None, version=claimed.version + 1)
