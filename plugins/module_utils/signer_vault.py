@@ -29,6 +29,7 @@ import threading
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 from hvac import adapters as hvac_adapters
 from hvac import exceptions as hvac_exc
 
@@ -44,13 +45,17 @@ EXPIRY_SLACK = _dt.timedelta(seconds=120)
 DEFAULT_ROLE_MAX_TTL = 365 * 86400
 
 
-def role_name(organization: Optional[str], organizational_unit: Optional[str], max_ttl: int, no_store: bool) -> str:
-    """``frontdoor-<hash>``: one role per (O, OU) and role settings; the hash keeps names short and path-safe."""
-    material = json.dumps([organization, organizational_unit, int(max_ttl), bool(no_store)])
+def role_name(organization: Optional[str], organizational_unit: Optional[str], max_ttl: int, no_store: bool,
+              rsa: bool = False) -> str:
+    """``frontdoor-<hash>``: one role per (O, OU), key family and role settings; the hash keeps names
+    short and path-safe. RSA keys get their own role because only they get keyEncipherment
+    (Vault copies the role's key_usage whatever the key type)."""
+    material = json.dumps([organization, organizational_unit, int(max_ttl), bool(no_store)] + (["rsa"] if rsa else []))
     return ROLE_PREFIX + hashlib.sha256(material.encode("utf-8")).hexdigest()[:24]
 
 
-def role_parameters(organization: Optional[str], organizational_unit: Optional[str], max_ttl: int, no_store: bool) -> Dict[str, Any]:
+def role_parameters(organization: Optional[str], organizational_unit: Optional[str], max_ttl: int, no_store: bool,
+                    rsa: bool = False) -> Dict[str, Any]:
     """A client-auth-only role that takes nothing from the CSR but the key."""
     return {
         "organization": [organization] if organization else [],
@@ -69,7 +74,7 @@ def role_parameters(organization: Optional[str], organizational_unit: Optional[s
         "code_signing_flag": False,
         "email_protection_flag": False,
         "key_type": "any",
-        "key_usage": ["DigitalSignature", "KeyEncipherment"],
+        "key_usage": ["DigitalSignature", "KeyEncipherment"] if rsa else ["DigitalSignature"],
         "ext_key_usage": [],
         "basic_constraints_valid_for_non_ca": True,
         "require_cn": True,
@@ -119,9 +124,9 @@ class VaultPKISigner(Signer):
         self._issuer_not_after: Optional[_dt.datetime] = None
 
     # -- roles -------------------------------------------------------------------------
-    def role_for(self, organization: Optional[str], organizational_unit: Optional[str]) -> str:
+    def role_for(self, organization: Optional[str], organizational_unit: Optional[str], rsa: bool = False) -> str:
         if self.manage_roles:
-            return role_name(organization, organizational_unit, self.role_max_ttl, self.no_store)
+            return role_name(organization, organizational_unit, self.role_max_ttl, self.no_store, rsa)
         if self.role:
             return self.role
         digest = hashlib.sha256(("%s\x00%s" % (organization or "", organizational_unit or "")).encode()).hexdigest()[:16]
@@ -130,10 +135,11 @@ class VaultPKISigner(Signer):
             frontdoor=self.frontdoor_id,
         )
 
-    def _ensure_role(self, name: str, organization: Optional[str], organizational_unit: Optional[str]) -> None:
+    def _ensure_role(self, name: str, organization: Optional[str], organizational_unit: Optional[str],
+                     rsa: bool = False) -> None:
         if not self.manage_roles or self._roles.get(name):
             return
-        params = role_parameters(organization, organizational_unit, self.role_max_ttl, self.no_store)
+        params = role_parameters(organization, organizational_unit, self.role_max_ttl, self.no_store, rsa)
 
         def run(c):
             return c.secrets.pki.create_or_update_role(name, extra_params=params, mount_point=self.mount)
@@ -151,8 +157,9 @@ class VaultPKISigner(Signer):
     # -- signing ------------------------------------------------------------------------
     def sign(self, request: SignRequest) -> IssuedCertificate:
         subject = request.subject
-        name = self.role_for(subject.organization, subject.organizational_unit)
-        self._ensure_role(name, subject.organization, subject.organizational_unit)
+        rsa_key = isinstance(request.csr.public_key(), rsa.RSAPublicKey)
+        name = self.role_for(subject.organization, subject.organizational_unit, rsa_key)
+        self._ensure_role(name, subject.organization, subject.organizational_unit, rsa_key)
         now = utcnow()
         ttl = max(1, int(math.ceil((request.not_after - now).total_seconds())))
         params = {
