@@ -73,6 +73,37 @@ def _duration(value, where: str, default: int) -> int:
         raise ConfigError(exc.message) from None
 
 
+def _mapping(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError("%s must be a mapping, not %s" % (key, type(value).__name__))
+    return value
+
+
+def _flag(value, where: str, default: bool) -> bool:
+    """A real boolean: bool('false') is True, which would silently enable what a file disabled."""
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return value.strip().lower() in ("true", "yes", "on", "1")
+    raise ConfigError("%s must be true or false, not %r" % (where, value))
+
+
+def _lease(value) -> float:
+    """A claim lease that is not a positive number would let every redeemer claim at once."""
+    try:
+        lease = float(value)
+    except (TypeError, ValueError):
+        lease = float("nan")
+    if isinstance(value, bool) or not 0 < lease <= 3600:
+        raise ConfigError("claimLeaseSeconds must be a number of seconds between 0 and 3600, not %r" % (value,))
+    return lease
+
+
 def _first_env(env: Mapping[str, str], *names: str) -> Optional[str]:
     for name in names:
         if env.get(name):
@@ -119,15 +150,15 @@ def load_config(
     backend = str(env.get("FRONTDOOR_BACKEND") or data.get("backend") or "local").lower()
     if backend not in ("local", "vault"):
         raise ConfigError("backend must be 'local' or 'vault', not %r" % backend)
-    audit = data.get("audit") or {}
-    vault = dict(data.get("vault") or {})
+    audit = _mapping(data, "audit")
+    vault = dict(_mapping(data, "vault"))
     vault.setdefault("url", _first_env(env, "VAULT_ADDR", "BAO_ADDR"))
     vault.setdefault("token", _first_env(env, "VAULT_TOKEN", "BAO_TOKEN"))
     vault.setdefault("namespace", _first_env(env, "VAULT_NAMESPACE", "BAO_NAMESPACE"))
     vault.setdefault("caCert", _first_env(env, "VAULT_CACERT", "BAO_CACERT"))
     if env.get("FRONTDOOR_VAULT_TIMEOUT"):
         vault.setdefault("timeout", env["FRONTDOOR_VAULT_TIMEOUT"])
-    step_ca = dict(data.get("stepCa") or {})
+    step_ca = dict(_mapping(data, "stepCa"))
     for key, name in (("url", "STEP_CA_URL"), ("root", "STEP_ROOT"), ("provisioner", "STEP_PROVISIONER"),
                       ("provisionerKey", "STEP_PROVISIONER_KEY"), ("provisionerPassword", "STEP_PROVISIONER_PASSWORD")):
         if env.get(name):
@@ -137,14 +168,16 @@ def load_config(
     config = Config(
         state_dir=state,
         backend=backend,
-        claim_lease=float(data.get("claimLeaseSeconds", 30)),
+        claim_lease=_lease(data.get("claimLeaseSeconds", 30)),
         audit_path=os.path.expanduser(audit["path"]) if audit.get("path") else os.path.join(state, "audit.jsonl"),
-        audit_stderr=bool(audit.get("stderr", False)),
+        audit_stderr=_flag(audit.get("stderr"), "audit.stderr", False),
         vault=vault,
         step_ca=step_ca,
         api_tokens=list(data.get("apiTokens") or []),
         source=source,
     )
+    if not isinstance(data.get("apiTokens") or [], list):
+        raise ConfigError("apiTokens must be a list")
     frontdoors = data.get("frontdoors")
     if frontdoors is None:
         frontdoors = [{"id": "default"}]
@@ -166,7 +199,7 @@ def load_config(
         try:
             settings = FrontdoorSettings(
                 id=fid,
-                tcp_shares_enabled=bool(entry.get("tcpSharesEnabled", True)),
+                tcp_shares_enabled=_flag(entry.get("tcpSharesEnabled"), where + ".tcpSharesEnabled", True),
                 default_token_ttl=_duration(entry.get("defaultTokenTtl"), where + ".defaultTokenTtl", 86400),
                 max_token_ttl=_duration(entry.get("maxTokenTtl"), where + ".maxTokenTtl", 30 * 86400),
                 certificate_ttl=_duration(entry.get("certificateTtl"), where + ".certificateTtl", 365 * 86400),
