@@ -88,6 +88,19 @@ def _local(tmp_path, request) -> Config:
     return load_config(state_dir=str(tmp_path / "state"), env={}, data={"backend": "local"})
 
 
+@register("step-ca", marks=["stepca"], capabilities={"revoke"})
+def _stepca(tmp_path, request) -> Config:
+    """SQLite in the state dir, signing by a real step-ca (one per session, support/stepca.py).
+
+    step-ca 0.19 publishes no CRL, hence no "crl"; it revokes passively in its database."""
+    from support.stepca import shared_stepca
+
+    ca = shared_stepca()
+    return load_config(state_dir=str(tmp_path / "state"), env={}, data={
+        "backend": "local", "stepCa": ca.step_ca_options(), "frontdoors": [{"id": "default", "signer": "step-ca"}],
+    })
+
+
 @register("vault", marks=["vault"], capabilities={"revoke", "crl"})
 def _vault(tmp_path, request) -> Config:
     """KV v2 store + PKI signer on the session's OpenBao, with a token limited to the printed policy."""
