@@ -1,0 +1,340 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) frontdoor.pki contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What every frontdoor.pki module shares: options, library checks, one backend object.
+
+The modules never care whether they run the engine in-process (``backend: local`` on a
+state directory, or ``backend: vault``) or ask an HTTP gateway (``gateway_url``):
+:func:`connect` gives one object with the same operations and snake_case results, and
+:func:`fail_from_error` turns any :class:`FrontdoorError` into ``fail_json`` with the
+same ``error_code`` the gateway would have sent.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import traceback
+from typing import Any, Dict, List, Optional, Sequence
+
+from ansible.module_utils.basic import env_fallback, missing_required_lib
+
+from .errors import FrontdoorError
+from .tokens import parse_duration, parse_timestamp
+from .views import certificate_view, snake_case, token_view
+
+try:
+    import cryptography  # noqa: F401  pylint: disable=unused-import
+
+    HAS_CRYPTOGRAPHY = True
+    CRYPTOGRAPHY_IMPORT_ERROR = None
+except ImportError:  # pragma: no cover - depends on the host
+    HAS_CRYPTOGRAPHY = False
+    CRYPTOGRAPHY_IMPORT_ERROR = traceback.format_exc()
+
+try:
+    import requests  # noqa: F401  pylint: disable=unused-import
+
+    HAS_REQUESTS = True
+    REQUESTS_IMPORT_ERROR = None
+except ImportError:  # pragma: no cover
+    HAS_REQUESTS = False
+    REQUESTS_IMPORT_ERROR = traceback.format_exc()
+
+try:
+    import hvac  # noqa: F401  pylint: disable=unused-import
+
+    HAS_HVAC = True
+    HVAC_IMPORT_ERROR = None
+except ImportError:  # pragma: no cover
+    HAS_HVAC = False
+    HVAC_IMPORT_ERROR = traceback.format_exc()
+
+LIST_PAGE_SIZE = 1000
+LIST_MAX_PAGES = 100
+
+
+def frontdoor_argument_spec() -> Dict[str, Dict[str, Any]]:
+    """Connection and backend options (documented once in the frontdoor.pki.frontdoor doc fragment).
+
+    Environment fallbacks follow community.hashi_vault for the Vault options.
+    """
+    return dict(
+        frontdoor_id=dict(type="str", default="default"),
+        gateway_url=dict(type="str", fallback=(env_fallback, ["FRONTDOOR_URL"])),
+        api_token=dict(type="str", no_log=True, fallback=(env_fallback, ["FRONTDOOR_API_TOKEN"])),
+        validate_certs=dict(type="bool", default=True),
+        ca_path=dict(type="path"),
+        timeout=dict(type="int", default=30),
+        backend=dict(type="str", default="local", choices=["local", "vault"]),
+        state_dir=dict(type="path", fallback=(env_fallback, ["FRONTDOOR_STATE_DIR"])),
+        vault_url=dict(type="str", fallback=(env_fallback, ["VAULT_ADDR", "BAO_ADDR"])),
+        vault_token=dict(type="str", no_log=True, fallback=(env_fallback, ["VAULT_TOKEN", "BAO_TOKEN"])),
+        vault_auth_method=dict(type="str", default="token", choices=["token", "approle"]),
+        vault_role_id=dict(type="str"),
+        vault_secret_id=dict(type="str", no_log=True),
+        vault_namespace=dict(type="str", fallback=(env_fallback, ["VAULT_NAMESPACE", "BAO_NAMESPACE"])),
+        pki_mount=dict(type="str"),
+        kv_mount=dict(type="str"),
+        kv_prefix=dict(type="str"),
+    )
+
+
+def check_libraries(module, need_cryptography: bool = False) -> None:
+    """fail_json with missing_required_lib for what this run needs and the host lacks."""
+    params = module.params
+    if params.get("gateway_url"):
+        if not HAS_REQUESTS:
+            module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
+    else:
+        # the engine itself needs cryptography (CSR checks, the local CA)
+        need_cryptography = True
+        if params.get("backend") == "vault":
+            if not HAS_HVAC:
+                module.fail_json(msg=missing_required_lib("hvac"), exception=HVAC_IMPORT_ERROR)
+            if not HAS_REQUESTS:
+                module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
+    if need_cryptography and not HAS_CRYPTOGRAPHY:
+        module.fail_json(msg=missing_required_lib("cryptography"), exception=CRYPTOGRAPHY_IMPORT_ERROR)
+
+
+def fail_from_error(module, exc: FrontdoorError, context: Optional[str] = None, **extra) -> None:
+    """fail_json whose msg says the cause and what to do, and whose error_code is the gateway's code."""
+    message = exc.message
+    if context:
+        message = "%s: %s" % (context, message)
+    result = dict(extra)
+    if exc.details:
+        result["error_details"] = snake_case(dict(exc.details))
+    if exc.retry_after:
+        result["retry_after"] = exc.retry_after
+    module.fail_json(msg=message, error_code=exc.code, **result)
+
+
+def _normalise(value: Optional[str]) -> Optional[str]:
+    """A blank subject field means 'not locked', the same as leaving it out."""
+    if value is None:
+        return None
+    value = str(value)
+    return value if value.strip() else None
+
+
+class Backend:
+    """The operations the modules need, with snake_case dicts as results (never a secret, except
+    ``token`` in what :meth:`create_token` returns)."""
+
+    frontdoor_id = "default"
+
+    def create_token(self, name, common_name=None, organization=None, organizational_unit=None, ttl=None,
+                     expires_at=None) -> dict:
+        raise NotImplementedError
+
+    def list_tokens(self, name: Optional[str] = None, status: Optional[Sequence[str]] = None) -> List[dict]:
+        raise NotImplementedError
+
+    def delete_token(self, token_id: str) -> bool:
+        """True if it was deleted, False if it was already gone."""
+        raise NotImplementedError
+
+    def cleanup(self, statuses: Sequence[str], older_than, dry_run: bool) -> List[str]:
+        raise NotImplementedError
+
+    def redeem(self, secret: str, csr_pem: str) -> dict:
+        raise NotImplementedError
+
+    def ca_chain(self) -> List[str]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class LocalBackend(Backend):
+    """The engine in this process, on the state directory (or Vault) a gateway would serve."""
+
+    def __init__(self, service, frontdoor_id: str, actor: str):
+        self.service = service
+        self.frontdoor_id = frontdoor_id
+        self.actor = actor
+
+    def create_token(self, name, common_name=None, organization=None, organizational_unit=None, ttl=None,
+                     expires_at=None) -> dict:
+        record, secret = self.service.create_token(
+            self.frontdoor_id, name=name, common_name=common_name, organization=organization,
+            organizational_unit=organizational_unit, ttl=ttl, expires_at=expires_at, actor=self.actor,
+        )
+        return snake_case(token_view(record, secret=secret))
+
+    def list_tokens(self, name=None, status=None) -> List[dict]:
+        items = []
+        now = self.service.clock()
+        for page in range(LIST_MAX_PAGES):
+            result = self.service.list_tokens(
+                self.frontdoor_id, status=list(status) if status else None, name=name, page=page,
+                size=LIST_PAGE_SIZE, sort="createdAt,asc",
+            )
+            items.extend(snake_case(token_view(r, now)) for r in result.items)
+            if (page + 1) * LIST_PAGE_SIZE >= result.total or not result.items:
+                break
+        return items
+
+    def delete_token(self, token_id: str) -> bool:
+        try:
+            self.service.delete_token(self.frontdoor_id, token_id, actor=self.actor)
+        except FrontdoorError as exc:
+            if exc.code == "token_not_found":
+                return False
+            raise
+        return True
+
+    def cleanup(self, statuses, older_than, dry_run) -> List[str]:
+        return list(self.service.cleanup(
+            self.frontdoor_id, statuses=list(statuses), older_than=older_than, dry_run=dry_run, actor=self.actor
+        ))
+
+    def redeem(self, secret: str, csr_pem: str) -> dict:
+        redemption = self.service.redeem(self.frontdoor_id, secret, csr_pem, source=self.actor)
+        return snake_case(certificate_view(redemption.certificate))
+
+    def ca_chain(self) -> List[str]:
+        return list(self.service.ca_chain(self.frontdoor_id))
+
+    def close(self) -> None:
+        self.service.close()
+
+
+class GatewayBackend(Backend):
+    """The same operations through a gateway's HTTP API."""
+
+    def __init__(self, client, frontdoor_id: str):
+        self.client = client
+        self.frontdoor_id = frontdoor_id
+
+    def create_token(self, name, common_name=None, organization=None, organizational_unit=None, ttl=None,
+                     expires_at=None) -> dict:
+        return snake_case(self.client.create_token(
+            self.frontdoor_id, name, common_name=common_name, organization=organization,
+            organizational_unit=organizational_unit, ttl=ttl, expires_at=expires_at,
+        ))
+
+    def list_tokens(self, name=None, status=None) -> List[dict]:
+        return snake_case(self.client.list_tokens(self.frontdoor_id, status=list(status) if status else None,
+                                                  name=name))
+
+    def delete_token(self, token_id: str) -> bool:
+        try:
+            self.client.delete_token(self.frontdoor_id, token_id)
+        except FrontdoorError as exc:
+            if exc.code == "token_not_found":
+                return False
+            raise
+        return True
+
+    def cleanup(self, statuses, older_than, dry_run) -> List[str]:
+        return self.client.cleanup(self.frontdoor_id, statuses=list(statuses), older_than=older_than,
+                                   dry_run=dry_run)
+
+    def redeem(self, secret: str, csr_pem: str) -> dict:
+        return snake_case(self.client.redeem(self.frontdoor_id, secret, csr_pem))
+
+    def ca_chain(self) -> List[str]:
+        return self.client.ca_chain(self.frontdoor_id)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _read_config_file(path: str) -> Dict[str, Any]:
+    import yaml  # ansible-core depends on PyYAML; only needed when the state dir has a config file
+
+    from .config import ConfigError
+
+    try:
+        with open(path, "r", encoding="utf-8") as handle:
+            data = yaml.safe_load(handle) or {}
+    except OSError as exc:
+        raise ConfigError("cannot read config file %s: %s" % (path, exc)) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError("config file %s is not valid YAML: %s" % (path, exc)) from None
+    if not isinstance(data, dict):
+        raise ConfigError("config file %s must hold a mapping" % path)
+    return data
+
+
+def engine_config_data(params: Dict[str, Any], state_dir: str) -> Dict[str, Any]:
+    """The state dir's config.yaml (what a gateway on it would use), with the module's options on top."""
+    from .config import CONFIG_FILE_NAME
+
+    path = os.path.join(state_dir, CONFIG_FILE_NAME)
+    data: Dict[str, Any] = _read_config_file(path) if os.path.exists(path) else {}
+    data["backend"] = params.get("backend") or data.get("backend") or "local"
+    vault = dict(data.get("vault") or {})
+    for option, key in (
+        ("vault_url", "url"), ("vault_token", "token"), ("vault_role_id", "roleId"), ("vault_secret_id", "secretId"),
+        ("vault_namespace", "namespace"), ("pki_mount", "pkiMount"), ("kv_mount", "kvMount"),
+        ("kv_prefix", "kvPrefix"), ("ca_path", "caCert"),
+    ):
+        if params.get(option) is not None:
+            vault[key] = params[option]
+    if params.get("vault_role_id") or params.get("vault_auth_method") == "approle":
+        vault["authMethod"] = params.get("vault_auth_method") or "approle"
+    elif "authMethod" not in vault and params.get("vault_auth_method"):
+        vault["authMethod"] = params["vault_auth_method"]
+    if params.get("validate_certs") is False:
+        vault["verify"] = False
+    if params.get("timeout"):
+        vault["timeout"] = params["timeout"]
+    data["vault"] = vault
+    return data
+
+
+def actor_name() -> str:
+    try:
+        return "ansible:%s" % getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+        return "ansible"
+
+
+def connect(module) -> Backend:
+    """The backend the options ask for; fails the module (with error_code) if it cannot be set up."""
+    params = module.params
+    frontdoor_id = params.get("frontdoor_id") or "default"
+    if params.get("gateway_url"):
+        from .gateway_client import GatewayClient
+
+        try:
+            client = GatewayClient(
+                params["gateway_url"], api_token=params.get("api_token"),
+                validate_certs=params.get("validate_certs", True), ca_path=params.get("ca_path"),
+                timeout=params.get("timeout") or 30,
+            )
+        except FrontdoorError as exc:
+            fail_from_error(module, exc)
+        return GatewayBackend(client, frontdoor_id)
+
+    from .config import ConfigError, build_service, load_config, resolve_state_dir
+
+    state_dir = resolve_state_dir(params.get("state_dir"), {})
+    data: Dict[str, Any] = {}
+    try:
+        data = engine_config_data(params, state_dir)
+        # env={}: the module's options (with their own env fallbacks) are the whole truth here
+        config = load_config(state_dir=state_dir, env={}, data=data)
+        service = build_service(config)
+    except ConfigError as exc:
+        module.fail_json(msg="Invalid frontdoor configuration: %s" % exc, error_code="invalid_request")
+    except FrontdoorError as exc:
+        fail_from_error(module, exc, "Cannot set up the %s backend" % data.get("backend", "local"))
+    except OSError as exc:
+        module.fail_json(
+            msg="Cannot use the state directory %s: %s" % (state_dir, exc), error_code="store_unavailable"
+        )
+    return LocalBackend(service, frontdoor_id, actor_name())
+
+
+def validate_expiry(ttl, expires_at) -> None:
+    """Check ttl/expires_at locally so that check mode reports the same errors as a real run."""
+    if ttl is not None:
+        parse_duration(ttl if not str(ttl).isdigit() else int(ttl), "ttl")
+    if expires_at is not None:
+        parse_timestamp(expires_at, "expires_at")
