@@ -53,7 +53,7 @@ from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 from .errors import FrontdoorError, SignerUnavailable
-from .model import IssuedCertificate, SignRequest, Subject, utcnow
+from .model import IssuedCertificate, SignRequest, utcnow
 from .signer import Signer
 
 #: the custom OTT claim the template reads the subject from
@@ -549,6 +549,7 @@ class StepCASigner(Signer):
         self._intermediate_not_after: Optional[_dt.datetime] = None
         self._prov: Optional[Dict[str, Any]] = None
         self._prov_at = -math.inf
+        self._names: List[str] = []
 
     # -- tokens ------------------------------------------------------------------------------
     def one_time_token(self, audience_path: str, subject: str, extra: Optional[Mapping[str, Any]] = None) -> str:
@@ -616,38 +617,42 @@ class StepCASigner(Signer):
         return _short(response.text or response.reason or "")
 
     def provisioner_info(self, refresh: bool = False) -> Optional[Dict[str, Any]]:
-        """Our provisioner as step-ca lists it publicly (GET /provisioners), cached; None if the
-        CA does not list it. Raises SignerUnavailable if the CA cannot be asked."""
+        """Our provisioner as step-ca lists it publicly (GET /provisioners); None if not listed.
+
+        Cached (5 min; 5 s while something is wrong, so a fixed CA is noticed at once). Raises
+        SignerUnavailable if the CA cannot be reached, FrontdoorError('signer_error') if it
+        does not answer with a list."""
         with self._lock:
-            if not refresh and time.monotonic() - self._prov_at < PROVISIONERS_CACHE_SECONDS:
+            ttl = PROVISIONERS_CACHE_SECONDS if self._prov is not None else 5.0
+            if not refresh and time.monotonic() - self._prov_at < ttl:
                 return self._prov
-        found, cursor = None, ""
-        self._names: List[str] = []
+        found, cursor, names = None, "", []
         for _ in range(50):  # bounded: 50 pages of 100 provisioners
             response = self._call("GET", "/provisioners", params={"limit": 100, "cursor": cursor})
             if response.status_code != 200:
-                raise SignerUnavailable("step-ca refused to list its provisioners (%d: %s)."
-                                        % (response.status_code, self._message(response)))
+                raise FrontdoorError("signer_error", "step-ca refused to list its provisioners (%d: %s)."
+                                     % (response.status_code, self._message(response)))
             try:
                 body = response.json()
                 items = body.get("provisioners") or []
                 cursor = body.get("nextCursor") or ""
             except (ValueError, AttributeError):
-                raise SignerUnavailable("step-ca's provisioner list is not JSON.") from None
+                raise FrontdoorError("signer_error", "step-ca's provisioner list is not JSON.") from None
             for item in items:
                 if not isinstance(item, dict):
                     continue
-                self._names.append("%s (%s)" % (item.get("name"), item.get("type")))
+                names.append("%s (%s)" % (item.get("name"), item.get("type")))
                 key = item.get("key") if isinstance(item.get("key"), dict) else {}
                 if item.get("type") == "JWK" and item.get("name") == self.provisioner and key.get("kid") == self.kid:
                     found = item
             if found or not cursor:
                 break
         with self._lock:
-            self._prov, self._prov_at = found, time.monotonic()
+            self._prov, self._prov_at, self._names = found, time.monotonic(), names
         return found
 
     def _max_duration(self) -> int:
+        """The provisioner's maxTLSCertDuration: configured, else published, else step-ca's 24 h."""
         if self.max_certificate_duration:
             return int(self.max_certificate_duration)
         try:
@@ -658,43 +663,46 @@ class StepCASigner(Signer):
         parsed = parse_go_duration(claims.get("maxTLSCertDuration"))
         return int(parsed) if parsed else STEPCA_DEFAULT_MAX_DURATION
 
-    def _template_problem(self) -> Optional[str]:
-        """Why the provisioner cannot work for us, as far as its public description tells."""
+    def configuration_problem(self, refresh: bool = False) -> Optional[str]:
+        """What is wrong with the provisioner for our use, as far as step-ca's public description
+        tells; None when it looks right (or cannot be told: a templateFile is not published)."""
         try:
-            info = self.provisioner_info(refresh=True)
+            info = self.provisioner_info(refresh=refresh)
         except FrontdoorError as exc:
-            return None if exc.code == "signer_unavailable" else exc.message
+            if exc.code == "signer_unavailable":
+                raise
+            return None  # the list is unusable: let the sign request and the result check decide
         if info is None:
             return (
                 "step-ca has no JWK provisioner named %r with key id %s (it lists: %s). Check STEP_PROVISIONER "
                 "and that STEP_PROVISIONER_KEY is the private half of that provisioner's key."
-                % (self.provisioner, self.kid, ", ".join(getattr(self, "_names", [])[:10]) or "none")
+                % (self.provisioner, self.kid, ", ".join(self._names[:10]) or "none")
             )
-        x509_options = ((info.get("options") or {}).get("x509") or {})
+        x509_options = (info.get("options") or {}).get("x509") or {}
         template = x509_options.get("template")
         if not template and not x509_options.get("templateFile"):
             return (
-                "the JWK provisioner %r has no x509 template: install the one printed by "
-                "'frontdoor-gateway step-ca-template' (see docs/step-ca.md) and restart step-ca." % self.provisioner
+                "the JWK provisioner %r has no x509 template, so step-ca would copy the CSR's subject: install "
+                "the one printed by 'frontdoor-gateway step-ca-template' (docs/step-ca.md) and restart step-ca."
+                % self.provisioner
             )
-        if template:
-            try:
-                text = base64.b64decode(template).decode("utf-8") if not template.lstrip().startswith("{") else template
-            except (ValueError, UnicodeDecodeError):
-                text = template
-            if ".Token.%s" % CLAIM not in text:
-                return (
-                    "the JWK provisioner %r has an x509 template that is not frontdoor's (it does not read the "
-                    "'%s' claim): install the one printed by 'frontdoor-gateway step-ca-template'."
-                    % (self.provisioner, CLAIM)
-                )
+        if template and ".Token.%s" % CLAIM not in str(template):
+            return (
+                "the JWK provisioner %r has an x509 template that is not frontdoor's (it does not read the '%s' "
+                "claim): install the one printed by 'frontdoor-gateway step-ca-template' and restart step-ca."
+                % (self.provisioner, CLAIM)
+            )
         return None
 
     # -- Signer interface ------------------------------------------------------------------
     def sign(self, request: SignRequest) -> IssuedCertificate:
+        problem = self.configuration_problem()
+        if problem:
+            raise FrontdoorError("signer_unavailable", "Cannot sign with step-ca: %s The token was not used."
+                                 % problem, retry_after=30)
         ott = self.sign_token(request)
-        body = {"csr": request.csr_pem, "ott": ott, "notAfter": request.not_after.astimezone(_dt.timezone.utc)
-                .strftime("%Y-%m-%dT%H:%M:%SZ")}
+        body = {"csr": request.csr_pem, "ott": ott,
+                "notAfter": request.not_after.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
         response = self._post("/1.0/sign", body)
         del ott, body
         status = response.status_code
@@ -702,16 +710,13 @@ class StepCASigner(Signer):
             return self._issued(response, request)
         message = self._message(response)
         if status >= 500:
-            problem = None
-            if "template" in message.lower():
-                problem = self._template_problem()
             raise SignerUnavailable(
-                "step-ca failed to sign (%d: %s)%s The token was not used; retry later."
-                % (status, message, (" -- " + problem) if problem else "."),
+                "step-ca failed to sign (%d: %s). The token was not used; retry later, and see the step-ca log "
+                "if this persists." % (status, message),
                 retry_after=5,
             )
         if status == 401:
-            problem = self._template_problem()
+            problem = self.configuration_problem(refresh=True)
             raise FrontdoorError(
                 "signer_unavailable",
                 "step-ca refused the gateway's one-time token (401: %s). %s The token was not used."
@@ -721,11 +726,10 @@ class StepCASigner(Signer):
                 retry_after=5,
             )
         if status in (400, 403):
-            hint = self._refusal_hint(message, request)
             raise FrontdoorError(
                 "signer_error",
                 "step-ca refused to sign (%d: %s). %s The token was not used and can be redeemed again."
-                % (status, message, hint),
+                % (status, message, self._refusal_hint(message, request)),
             )
         raise FrontdoorError(
             "signer_error", "step-ca answered %d to a sign request (%s); the token was not used." % (status, message)
@@ -737,14 +741,17 @@ class StepCASigner(Signer):
             seconds = (request.not_after - utcnow()).total_seconds()
             return (
                 "The requested certificate lifetime (%d s) is outside the provisioner's claims (step-ca defaults: "
-                "5m..24h): raise minTLSCertDuration/maxTLSCertDuration on provisioner %r, or set stepCa."
+                "5m..24h): adjust minTLSCertDuration/maxTLSCertDuration on provisioner %r, or set stepCa."
                 "maxCertificateDuration / the frontdoor's certificateTtl to fit." % (seconds, self.provisioner)
             )
-        problem = self._template_problem()
+        try:
+            problem = self.configuration_problem(refresh=True)
+        except FrontdoorError:
+            problem = None
         if problem:
             return problem
-        if "common name" in lower or "dns names" in lower or "ip addresses" in lower or "email" in lower or "uri" in lower:
-            return "step-ca compared the CSR's subject alternative names or CN with the token and they differ."
+        if any(word in lower for word in ("common name", "dns names", "ip addresses", "email", "uri")):
+            return "step-ca compared the CSR's CN or subject alternative names with the token and they differ."
         return "See the step-ca log for the reason."
 
     def _issued(self, response, request: SignRequest) -> IssuedCertificate:
@@ -757,6 +764,22 @@ class StepCASigner(Signer):
         except (ValueError, KeyError, TypeError, AttributeError):
             raise FrontdoorError("signer_error", "step-ca answered the sign request with something that is not a "
                                  "certificate; the token was not used.") from None
+        wrong = profile_problem(leaf, request)
+        if wrong:
+            # The provisioner's template is not ours (a templateFile we could not inspect, or ca.json's
+            # authority.template adding subject defaults): this certificate must not be used.
+            try:
+                self._revoke_serial(leaf.serial_number, "issued with the wrong profile; never handed out")
+                fate = "was revoked"
+            except FrontdoorError:
+                fate = "could not be revoked (serial %d)" % leaf.serial_number
+            raise FrontdoorError(
+                "signer_error",
+                "step-ca issued a certificate that differs from what the token allows (%s); it was not handed out "
+                "and %s. Install the template printed by 'frontdoor-gateway step-ca-template' on provisioner %r "
+                "and remove subject defaults (authority.template) from ca.json. The token was not used."
+                % (wrong, fate, self.provisioner),
+            )
         ca_chain = [c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in chain]
         if not chain or chain[-1].subject != chain[-1].issuer:
             ca_chain.append(self._root_pem)
@@ -764,31 +787,13 @@ class StepCASigner(Signer):
             with self._lock:
                 self._chain = ca_chain
                 self._intermediate_not_after = chain[0].not_valid_after_utc
-        issued = IssuedCertificate(
+        return IssuedCertificate(
             certificate_pem=leaf.public_bytes(serialization.Encoding.PEM).decode("ascii"),
             ca_chain=ca_chain,
             serial_number="%x" % leaf.serial_number,
             not_before=leaf.not_valid_before_utc,
             not_after=leaf.not_valid_after_utc,
         )
-        got = _certificate_subject(leaf)
-        if got != request.subject.as_tuple():
-            # The template is not ours (or ca.json's authority.template added attributes): this
-            # certificate must not be used. Revoke it where possible and tell the operator.
-            try:
-                self._revoke_serial(leaf.serial_number, "issued with the wrong subject; not handed out")
-            except FrontdoorError:
-                pass
-            problem = self._template_problem() or (
-                "The provisioner's template does not produce the decided subject; install the template printed by "
-                "'frontdoor-gateway step-ca-template', and remove subject defaults from ca.json (authority.template)."
-            )
-            raise FrontdoorError(
-                "signer_error",
-                "step-ca issued a certificate with subject %r instead of %r, which was not handed out. %s "
-                "The token was not used." % (got, request.subject.as_tuple(), problem),
-            )
-        return issued
 
     def ca_chain(self) -> List[str]:
         with self._lock:
@@ -885,18 +890,42 @@ class StepCASigner(Signer):
         self._session.close()
 
 
-def _certificate_subject(cert: x509.Certificate) -> Tuple[Optional[str], ...]:
-    def first(oid):
-        values = cert.subject.get_attributes_for_oid(oid)
-        return values[0].value if values else None
+def profile_problem(cert: x509.Certificate, request: SignRequest) -> Optional[str]:
+    """Why ``cert`` is not exactly the profile the template must produce, or None.
 
-    from cryptography.x509.oid import NameOID
+    The service checks subject, key, EKU and CA flag too; this also catches SANs and extra
+    subject attributes, which a wrong step-ca template would add."""
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    extra = {a.oid for a in cert.subject} - {NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME,
-                                              NameOID.ORGANIZATIONAL_UNIT_NAME}
-    subject = Subject(first(NameOID.COMMON_NAME), first(NameOID.ORGANIZATION_NAME),
-                      first(NameOID.ORGANIZATIONAL_UNIT_NAME)).as_tuple()
-    return subject + (("+ other attributes",) if extra else ())
+    def values(oid):
+        return [a.value for a in cert.subject.get_attributes_for_oid(oid)]
+
+    subject = request.subject
+    wanted = {NameOID.COMMON_NAME: [subject.common_name] if subject.common_name else [],
+              NameOID.ORGANIZATION_NAME: [subject.organization] if subject.organization else [],
+              NameOID.ORGANIZATIONAL_UNIT_NAME: [subject.organizational_unit] if subject.organizational_unit else []}
+    for oid, want in wanted.items():
+        if values(oid) != want:
+            return "subject %s is %r, not %r" % (oid._name, values(oid), want)
+    extra = {a.oid for a in cert.subject} - set(wanted)
+    if extra:
+        return "extra subject attributes %s" % ", ".join(sorted(o._name for o in extra))
+    extensions = cert.extensions
+    try:
+        extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        return "it has subject alternative names"
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        eku = list(extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+        basic = extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return "extended key usage or basic constraints missing"
+    if eku != [ExtendedKeyUsageOID.CLIENT_AUTH]:
+        return "extended key usage is not clientAuth only"
+    if basic.ca:
+        return "it is a CA certificate"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
