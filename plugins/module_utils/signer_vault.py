@@ -99,6 +99,10 @@ def _split_pems(text: str) -> List[str]:
     return [part.strip() + "\n" + marker + "\n" for part in text.split(marker) if "BEGIN CERTIFICATE" in part]
 
 
+class _UnknownRole(Exception):
+    """Vault does not know the role (internal signal between _sign_once and sign)."""
+
+
 class VaultPKISigner(Signer):
     kind = "vault"
 
@@ -170,31 +174,43 @@ class VaultPKISigner(Signer):
             "format": "pem",
         }
 
-        def run(c):
-            return c.secrets.pki.sign_certificate(
-                name, request.csr_pem, subject.common_name, extra_params=dict(params), mount_point=self.mount
-            )
-
         try:
-            response = self.client.call(run, SignerUnavailable, "signing with role %s on mount %s" % (name, self.mount))
-        except (hvac_exc.InvalidRequest, hvac_exc.InvalidPath) as exc:
-            detail = _short(exc)
-            if "unknown role" in detail or "role" in detail and "not found" in detail:
-                with self._lock:
-                    self._roles.pop(name, None)  # deleted behind our back: re-create next time
+            response = self._sign_once(name, request, params)
+        except _UnknownRole:
+            with self._lock:
+                self._roles.pop(name, None)  # deleted behind our back (or Vault lost its storage)
+            if not self.manage_roles:
                 raise SignerUnavailable(
-                    "PKI role %s does not exist on mount %r%s." % (
-                        name, self.mount,
-                        "; it will be re-created on the next attempt" if self.manage_roles
-                        else "; create it or enable signer.manageRoles",
-                    ), retry_after=1,
+                    "PKI role %s does not exist on mount %r; create it or enable signer.manageRoles." % (name, self.mount),
+                    retry_after=1,
                 ) from None
-            raise SignerUnavailable(
-                "Vault refused to sign on mount %r with role %s (%s)." % (self.mount, name, detail)
-            ) from None
+            self._ensure_role(name, subject.organization, subject.organizational_unit, rsa_key)
+            try:
+                response = self._sign_once(name, request, params)
+            except _UnknownRole:
+                raise SignerUnavailable(
+                    "PKI role %s on mount %r disappeared again right after it was created." % (name, self.mount),
+                    retry_after=1,
+                ) from None
         if not isinstance(response, dict) or "data" not in response:
             raise FrontdoorError("signer_error", "Vault answered the sign request without a certificate.")
         return self._issued(response["data"], request)
+
+    def _sign_once(self, name: str, request: SignRequest, params: Dict[str, Any]) -> Any:
+        def run(c):
+            return c.secrets.pki.sign_certificate(
+                name, request.csr_pem, request.subject.common_name, extra_params=dict(params), mount_point=self.mount
+            )
+
+        try:
+            return self.client.call(run, SignerUnavailable, "signing with role %s on mount %s" % (name, self.mount))
+        except (hvac_exc.InvalidRequest, hvac_exc.InvalidPath) as exc:
+            detail = _short(exc)
+            if "unknown role" in detail or ("role" in detail and "not found" in detail):
+                raise _UnknownRole() from None
+            raise SignerUnavailable(
+                "Vault refused to sign on mount %r with role %s (%s)." % (self.mount, name, detail)
+            ) from None
 
     def _issued(self, data: Mapping[str, Any], request: SignRequest) -> IssuedCertificate:
         pem = data.get("certificate")
@@ -225,6 +241,10 @@ class VaultPKISigner(Signer):
         if not chain and data.get("issuing_ca"):
             chain = [data["issuing_ca"]]
         chain = [c if c.endswith("\n") else c + "\n" for c in chain]
+        if chain and chain != self._chain:
+            # the issuer changed (rotation, or a re-created dev server): serve what Vault signs with now
+            self._issuer_not_after = x509.load_pem_x509_certificate(chain[0].encode("ascii")).not_valid_after_utc
+            self._chain = list(chain)
         return IssuedCertificate(
             certificate_pem=pem if pem.endswith("\n") else pem + "\n",
             ca_chain=chain or self.ca_chain(),

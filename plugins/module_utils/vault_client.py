@@ -26,6 +26,7 @@ import hvac
 import requests
 from hvac import exceptions as hvac_exc
 from requests.adapters import HTTPAdapter
+from urllib3 import exceptions as urllib3_exc
 from urllib3.util.retry import Retry
 
 from .errors import FrontdoorError, SignerUnavailable, StoreUnavailable
@@ -219,8 +220,18 @@ def _mapped(exc: hvac_exc.VaultError, kind: Type[FrontdoorError], url: str, what
     return kind("Vault at %s failed while %s: HTTP error (%s)." % (url, what, _detail(exc)), retry_after=1)
 
 
-def _network(exc: requests.RequestException, kind: Type[FrontdoorError], settings: VaultSettings, what: str) -> FrontdoorError:
+def _timed_out(exc: requests.RequestException) -> bool:
+    """requests reports a read timeout as ConnectionError once urllib3's Retry gave up on it."""
     if isinstance(exc, requests.Timeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    if isinstance(reason, urllib3_exc.NewConnectionError):  # a subclass of ConnectTimeoutError, but refused
+        return False
+    return isinstance(reason, (urllib3_exc.ReadTimeoutError, urllib3_exc.ConnectTimeoutError))
+
+
+def _network(exc: requests.RequestException, kind: Type[FrontdoorError], settings: VaultSettings, what: str) -> FrontdoorError:
+    if _timed_out(exc):
         return kind(
             "Vault at %s did not answer within %g s while %s; check that it is running, unsealed and not "
             "overloaded (FRONTDOOR_VAULT_TIMEOUT sets the limit)." % (settings.url, settings.timeout, what),

@@ -45,6 +45,7 @@ class OpenBao:
         self.process: Optional[subprocess.Popen] = None
         self.session = requests.Session()
         self.tokens: Dict[str, List[str]] = {}  # token -> policies, re-created after a restart
+        self.policies: Dict[str, str] = {}  # policy name -> HCL, re-written after a restart
 
     # -- process ---------------------------------------------------------------------------
     @classmethod
@@ -125,6 +126,8 @@ class OpenBao:
         self.session = requests.Session()
         self._spawn()
         self.setup()
+        for name, hcl in self.policies.items():
+            self.root("PUT", "sys/policies/acl/%s" % name, json={"policy": hcl})
         for token, policies in self.tokens.items():
             self.root("POST", "auth/token/create", json={"id": token, "policies": policies,
                                                          "no_default_policy": True, "ttl": "24h"})
@@ -155,8 +158,10 @@ class OpenBao:
         """Write ``hcl`` as a policy and return a token that has it and nothing else."""
         name = name or "frontdoor-" + secrets.token_hex(6)
         self.root("PUT", "sys/policies/acl/%s" % name, json={"policy": hcl})
+        self.policies[name] = hcl
+        # a custom id (root may set one) so that restart() can re-create the same token
         token = self.root("POST", "auth/token/create", json={
-            "policies": [name], "no_default_policy": True, "ttl": "24h",
+            "id": "fdt-" + secrets.token_urlsafe(18), "policies": [name], "no_default_policy": True, "ttl": "24h",
         }).json()["auth"]["client_token"]
         self.tokens[token] = [name]
         return token
