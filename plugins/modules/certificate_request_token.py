@@ -24,7 +24,7 @@ description:
     by giving it only to the host that redeems it.
   - With O(state=absent), every token of that name is deleted.
 author:
-  - frontdoor.pki contributors
+  - frontdoor.pki contributors (@frontdoor-pki)
 extends_documentation_fragment:
   - frontdoor.pki.frontdoor
 attributes:

@@ -19,7 +19,7 @@ description:
     O(frontdoor.pki.certificate_request_token#module:state=absent).
   - Certificates issued from redeemed tokens stay valid and stay listed by the gateway.
 author:
-  - frontdoor.pki contributors
+  - frontdoor.pki contributors (@frontdoor-pki)
 extends_documentation_fragment:
   - frontdoor.pki.frontdoor
 attributes:

@@ -17,7 +17,7 @@ description:
   - Never returns a token's secret; only the run of M(frontdoor.pki.certificate_request_token) that created a
     token shows it.
 author:
-  - frontdoor.pki contributors
+  - frontdoor.pki contributors (@frontdoor-pki)
 extends_documentation_fragment:
   - frontdoor.pki.frontdoor
 attributes:

@@ -27,7 +27,7 @@ description:
     (mistyped or deleted), V(token_expired), V(token_already_used), V(tcp_shares_disabled), V(invalid_csr),
     V(unauthorized) or V(forbidden).
 author:
-  - frontdoor.pki contributors
+  - frontdoor.pki contributors (@frontdoor-pki)
 extends_documentation_fragment:
   - frontdoor.pki.frontdoor
   - ansible.builtin.files
