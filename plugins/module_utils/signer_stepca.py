@@ -808,29 +808,32 @@ class StepCASigner(Signer):
     def _tls_chain(self) -> List[str]:
         """Before the first certificate, learn the intermediate from step-ca's own TLS chain (its
         server certificate is issued by the intermediate); step-ca 0.19 has no API for it."""
-        context = ssl.create_default_context(cafile=self.root_path)
+        encoding_der = getattr(ssl, "ENCODING_DER", None) or getattr(__import__("_ssl"), "ENCODING_DER", 2)
+        out: List[x509.Certificate] = []
         try:
+            context = ssl.create_default_context(cafile=self.root_path)
             with socket.create_connection((self.host, self.port), timeout=self.timeout[0]) as raw:
                 with context.wrap_socket(raw, server_hostname=self.host) as tls:
+                    # public from Python 3.13, private (same behaviour) since 3.10
                     getter = getattr(tls, "get_verified_chain", None) or getattr(
                         getattr(tls, "_sslobj", None), "get_verified_chain", None)
-                    if getter is None:
-                        raise SignerUnavailable("The step-ca chain is known after the first certificate is issued "
-                                                "(this Python cannot read the TLS chain).")
-                    certs = getter()
+                    certs = getter() if getter is not None else []
+            for item in certs:
+                der = item if isinstance(item, bytes) else item.public_bytes(encoding_der)
+                cert = x509.load_der_x509_certificate(der)
+                try:
+                    if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+                        out.append(cert)
+                except x509.ExtensionNotFound:
+                    pass
         except (OSError, ssl.SSLError) as exc:
             raise SignerUnavailable("step-ca at %s cannot be reached for its CA chain (%s)."
                                     % (self.base, type(exc).__name__), retry_after=5) from None
-        out: List[x509.Certificate] = []
-        for item in certs:
-            der = item if isinstance(item, bytes) else item.public_bytes(ssl.ENCODING_DER)
-            cert = x509.load_der_x509_certificate(der)
-            try:
-                is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-            except x509.ExtensionNotFound:
-                is_ca = False
-            if is_ca:
-                out.append(cert)
+        except (AttributeError, TypeError, ValueError):
+            out = []
+        if not out:
+            raise SignerUnavailable("The step-ca CA chain is not known yet: it is learned from the first certificate "
+                                    "issued (this Python cannot read it from the TLS handshake).")
         if not out or out[-1].subject != out[-1].issuer:
             out.append(self._root)
         if len(out) > 1:

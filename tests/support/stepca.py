@@ -15,6 +15,7 @@ import datetime as _dt
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -94,13 +95,18 @@ class StepCA:
     @classmethod
     def create(cls, directory: Optional[str] = None, port: Optional[int] = None,
                template: Optional[Dict[str, Any]] = None, db: bool = True,
-               extra_provisioner_options: Optional[Dict[str, Any]] = None) -> StepCA:
+               extra_provisioner_options: Optional[Dict[str, Any]] = None,
+               claims: Optional[Dict[str, str]] = None) -> StepCA:
+        """Write a CA into ``directory`` (a new temp dir if None); ``claims`` override the JWK
+        provisioners' lifetime claims, ``db=False`` leaves step-ca without a database."""
         directory = directory or tempfile.mkdtemp(prefix="stepca-")
         ca = cls(directory, port or free_port(), "pw-" + secrets.token_urlsafe(12))
-        ca._write(template if template is not None else x509_template(), db, extra_provisioner_options or {})
+        ca._write(template if template is not None else x509_template(), db, extra_provisioner_options or {},
+                  claims or {})
         return ca
 
-    def _write(self, template: Dict[str, Any], db: bool, extra_options: Dict[str, Any]) -> None:
+    def _write(self, template: Dict[str, Any], db: bool, extra_options: Dict[str, Any],
+               claim_overrides: Dict[str, str]) -> None:
         for sub in ("certs", "secrets", "config", "db"):
             os.makedirs(os.path.join(self.dir, sub), mode=0o700, exist_ok=True)
         root_key = ec.generate_private_key(ec.SECP256R1())
@@ -127,6 +133,7 @@ class StepCA:
 
         claims = {"minTLSCertDuration": "5m", "maxTLSCertDuration": MAX_TLS_CERT_DURATION,
                   "defaultTLSCertDuration": "24h"}
+        claims.update(claim_overrides)
         options = dict(template)
         options.update(extra_options)
         config = {
@@ -233,6 +240,11 @@ def running_stepca(**kwargs) -> Iterator[StepCA]:
         ca.stop()
 
 
+def _stop_and_remove(ca: StepCA) -> None:
+    ca.stop()
+    shutil.rmtree(ca.dir, ignore_errors=True)
+
+
 _SHARED: Optional[StepCA] = None
 _SHARED_LOCK = threading.Lock()
 
@@ -245,6 +257,6 @@ def shared_stepca() -> StepCA:
             ca = _SHARED if _SHARED is not None else StepCA.create()
             ca.start()
             if _SHARED is None:
-                atexit.register(ca.stop)
+                atexit.register(_stop_and_remove, ca)
             _SHARED = ca
         return _SHARED
