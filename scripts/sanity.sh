@@ -43,9 +43,10 @@ mkdir -p "$dest" "$work/build"
 # ruff and pytest), plus ansible-test's own configuration (tests/config.yml).
 ansible-galaxy collection build --output-path "$work/build" "$here" >/dev/null
 tar -C "$dest" -xzf "$work"/build/frontdoor-pki-*.tar.gz
-rm -f "$dest/MANIFEST.json" "$dest/FILES.json"
 mkdir -p "$dest/tests"
 cp "$here/tests/config.yml" "$dest/tests/config.yml"
+# ansible-test writes its virtualenvs and results under tests/output: keep them out of what it checks
+printf 'tests/output/\n' > "$dest/.gitignore"
 
 # ansible-test lists a collection's files through git when it is a repository; a fresh one holds exactly the copy.
 (
