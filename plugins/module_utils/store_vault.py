@@ -55,7 +55,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from hvac import exceptions as hvac_exc
+# Guarded: Ansible's import sanity test loads module_utils without third-party packages; the modules
+# report what is missing with missing_required_lib instead of a traceback.
+try:
+    from hvac import exceptions as hvac_exc
+except ImportError:  # pragma: no cover
+    hvac_exc = None
 
 from .errors import FrontdoorError, StoreUnavailable
 from .model import STATE_REDEEMED, UTC, CertificateRecord, Page, Subject, TokenRecord
@@ -63,6 +68,7 @@ from .store import TokenStore
 from .vault_client import VaultClient, is_cas_mismatch, shared_client
 
 _WORKERS = 8
+_CACHE_MAX = 20000  # tokens remembered per store (bounded memory for long-running gateways)
 
 
 def _ms(value: _dt.datetime) -> int:
@@ -238,9 +244,13 @@ class VaultKVStore(TokenStore):
     # -- token records -------------------------------------------------------------------
     def _remember(self, record: TokenRecord, base: int) -> None:
         with self._lock:
-            self._bases[record.secret_hash] = base
-            if len(self._seen) > 50000:
+            if len(self._seen) > _CACHE_MAX:
+                # Caches only save round trips; everything in them can be read again.
                 self._seen.clear()
+                self._bases.clear()
+                self._embedded.clear()
+                self._cert_keys.clear()
+            self._bases[record.secret_hash] = base
             self._seen[record.id] = record
 
     def _load(self, secret_hash: str, follow: bool = True) -> Optional[TokenRecord]:
@@ -410,10 +420,11 @@ class VaultKVStore(TokenStore):
         if record is not None:
             self._delete(self._p("t", record.secret_hash))
             self._delete(self._p("l", frontdoor_id, _list_key(record)))
-        # Listing entries whose name we cannot rebuild (record already gone) are found by id.
-        for entry in self._entries(frontdoor_id):
-            if entry.token_id == token_id and (record is None or entry.key != _list_key(record)):
-                self._delete(self._p("l", frontdoor_id, entry.key))
+        else:
+            # The record is already gone, so the listing entry's name cannot be rebuilt: find it by id.
+            for entry in self._entries(frontdoor_id):
+                if entry.token_id == token_id:
+                    self._delete(self._p("l", frontdoor_id, entry.key))
         self._delete(index)
         self._forget(token_id)
         return True
@@ -545,7 +556,7 @@ class VaultKVStore(TokenStore):
                 self._forget(entry.token_id)
 
             self._parallel(remove, confirmed)
-        return [entry.token_id for entry, _ in confirmed]
+        return [entry.token_id for entry, _record in confirmed]
 
     def _ensure_copy(self, fd: str, record: TokenRecord) -> None:
         """Re-create the certificate copy of a redemption whose gateway died after the token CAS."""

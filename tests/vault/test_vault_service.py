@@ -262,3 +262,21 @@ def test_policy_is_least_privilege(bao, make_vault_service):
     assert status("POST", "pki/sign-verbatim", json={"csr": "x"}) == 403
     assert status("GET", "sys/mounts") == 403
     assert status("LIST", "pki/certs") == 403
+
+
+def test_cleanup_of_every_frontdoor_and_delete(bao, make_vault_service):
+    import time
+
+    frontdoors = [{"id": "default", "signer": {"type": "vault"}}, {"id": "second", "signer": {"type": "vault"}}]
+    service, data = make_vault_service(bao, frontdoors=frontdoors)
+    prefix = data["vault"]["kvPrefix"]
+    a, _ = service.create_token("default", name="a", ttl="1s")
+    b, _ = service.create_token("second", name="b", ttl="1s")
+    c, _ = service.create_token("second", name="c")
+    time.sleep(1.1)
+    assert sorted(service.cleanup(None, dry_run=True)) == sorted([a.id, b.id])
+    assert service.list_tokens("second").total == 2  # dry run kept them
+    assert sorted(service.cleanup(None)) == sorted([a.id, b.id])
+    service.delete_token("second", c.id)
+    assert service.list_tokens("default").total == 0 and service.list_tokens("second").total == 0
+    assert [k for k in bao.kv_dump(path=prefix + "/") if "/t/" in k or "/i/" in k or "/l/" in k] == []
