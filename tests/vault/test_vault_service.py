@@ -280,3 +280,16 @@ def test_cleanup_of_every_frontdoor_and_delete(bao, make_vault_service):
     service.delete_token("second", c.id)
     assert service.list_tokens("default").total == 0 and service.list_tokens("second").total == 0
     assert [k for k in bao.kv_dump(path=prefix + "/") if "/t/" in k or "/i/" in k or "/l/" in k] == []
+
+
+def test_no_store_roles_still_revoke_and_publish_the_crl(bao, make_vault_service):
+    """noStore: true saves Vault a storage write per certificate; revocation then sends the PEM."""
+    frontdoors = [{"id": "default", "signer": {"type": "vault", "noStore": True}}]
+    service, _ = make_vault_service(bao, frontdoors=frontdoors)
+    before = bao.certificate_count()
+    _, secret = service.create_token("default", name="nostore", common_name="nostore")
+    issued = service.redeem("default", secret, make_csr(shared_key("p256", 12), cn="x")).certificate
+    assert bao.certificate_count() == before
+    service.revoke_certificate("default", issued.id)
+    crl = x509.load_der_x509_crl(service.crl("default"))
+    assert crl.get_revoked_certificate_by_serial_number(int(issued.serial_number, 16)) is not None
