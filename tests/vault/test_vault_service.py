@@ -293,3 +293,25 @@ def test_no_store_roles_still_revoke_and_publish_the_crl(bao, make_vault_service
     service.revoke_certificate("default", issued.id)
     crl = x509.load_der_x509_crl(service.crl("default"))
     assert crl.get_revoked_certificate_by_serial_number(int(issued.serial_number, 16)) is not None
+
+
+def test_approle_login_and_relogin_after_token_expiry(bao, make_vault_service):
+    import time
+
+    data = bao.vault_config()
+    policy = bao.tokens[data["vault"]["token"]][0]
+    if "approle/" not in bao.root("GET", "sys/auth").json()["data"]:
+        bao.root("POST", "sys/auth/approle", json={"type": "approle"})
+    role = "gw-%s" % policy
+    bao.root("POST", "auth/approle/role/%s" % role,
+             json={"token_policies": [policy], "token_ttl": "2s", "token_max_ttl": "2s"})
+    role_id = bao.root("GET", "auth/approle/role/%s/role-id" % role).json()["data"]["role_id"]
+    secret_id = bao.root("POST", "auth/approle/role/%s/secret-id" % role).json()["data"]["secret_id"]
+    vault = dict(data["vault"], authMethod="approle", roleId=role_id, secretId=secret_id)
+    vault.pop("token")
+    service, _ = make_vault_service(bao, data=dict(data, vault=vault))
+    _, first = service.create_token("default", name="approle-1", common_name="a1")
+    _, second = service.create_token("default", name="approle-2", common_name="a2")
+    assert service.redeem("default", first, make_csr(shared_key("p256", 13), cn="x"))
+    time.sleep(2.5)  # the AppRole token has expired: the next call gets 403, logs in again, succeeds
+    assert service.redeem("default", second, make_csr(shared_key("p256", 14), cn="x"))
