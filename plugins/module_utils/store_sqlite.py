@@ -158,12 +158,17 @@ class SQLiteStore(TokenStore):
         return conn
 
     def _retry(self, fn, attempts: int = 50):
+        # Bounded in time as well as count: each attempt may itself wait busy_timeout in SQLite,
+        # and 50 of those would hold a request for minutes behind a stuck writer.
+        deadline = time.monotonic() + self.busy_timeout
         for attempt in range(attempts):
             try:
                 return fn()
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise StoreUnavailable("The SQLite store failed: %s" % exc) from None
+                if time.monotonic() >= deadline:
+                    break
                 time.sleep(min(0.005 * (attempt + 1), 0.1))
         raise StoreUnavailable("The SQLite store stayed locked; try again.", retry_after=1)
 

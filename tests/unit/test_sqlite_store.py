@@ -1,0 +1,257 @@
+"""Unit tests of the SQLite store: check-and-set, atomic recording, listing, purging, persistence."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import os
+import sqlite3
+import stat
+import threading
+import time
+
+import pytest
+from frontdoor_pki.errors import FrontdoorError, StoreUnavailable
+from frontdoor_pki.model import STATE_REDEEMED, CertificateRecord, Subject, TokenRecord, utcnow
+from frontdoor_pki.store_sqlite import SQLiteStore
+from frontdoor_pki.tokens import hash_secret, new_certificate_id, new_secret, new_token_id
+
+NOW = utcnow().replace(microsecond=0)
+
+
+def token(frontdoor="default", name="t", created=0, expires=3600, **changes) -> TokenRecord:
+    record = TokenRecord(
+        id=new_token_id(), frontdoor_id=frontdoor, name=name, secret_hash=hash_secret(new_secret()),
+        subject=Subject("cn", None, "ou"), created_at=NOW + _dt.timedelta(seconds=created), created_by="tester",
+        expires_at=NOW + _dt.timedelta(seconds=expires), updated_at=NOW, certificate_ttl=86400,
+    )
+    return dataclasses.replace(record, **changes)
+
+
+def certificate(record: TokenRecord, serial="0abc") -> CertificateRecord:
+    return CertificateRecord(
+        id=new_certificate_id(), frontdoor_id=record.frontdoor_id, token_id=record.id, name=record.name,
+        serial_number=serial, certificate_pem="PEM", ca_chain=["A", "B"], subject=Subject("cn", "o", None),
+        not_before=NOW, not_after=NOW + _dt.timedelta(days=365), created_at=NOW, public_key_sha256="ff" * 32,
+    )
+
+
+def redeemed(record: TokenRecord, cert: CertificateRecord, at=NOW) -> TokenRecord:
+    return dataclasses.replace(record, state=STATE_REDEEMED, redeemed_at=at, certificate_id=cert.id,
+                               public_key_sha256=cert.public_key_sha256, version=record.version + 1)
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = SQLiteStore(str(tmp_path / "db" / "frontdoor.db"))
+    yield store
+    store.close()
+
+
+def test_round_trip(store):
+    record = token(claim_id="c1", claim_until=NOW + _dt.timedelta(seconds=5))
+    store.create_token(record)
+    assert store.get_token("default", record.id) == record
+    assert store.find_token_by_hash(record.secret_hash) == record
+    assert store.get_token("other", record.id) is None  # frontdoors are separate
+    assert store.find_token_by_hash(hash_secret(new_secret())) is None
+    assert store.get_token("default", new_token_id()) is None
+
+
+def test_duplicates_are_conflicts(store):
+    record = token()
+    store.create_token(record)
+    for duplicate in (dataclasses.replace(record, secret_hash="x" * 64), dataclasses.replace(record, id=new_token_id())):
+        with pytest.raises(FrontdoorError) as info:
+            store.create_token(duplicate)
+        assert info.value.code == "conflict"
+
+
+def test_check_and_set(store):
+    record = token()
+    store.create_token(record)
+    changed = dataclasses.replace(record, name="renamed", version=2)
+    assert store.replace_token(changed, expected_version=1) is True
+    stale = dataclasses.replace(record, name="stale", version=2)
+    assert store.replace_token(stale, expected_version=1) is False
+    assert store.get_token("default", record.id).name == "renamed"
+    assert store.delete_token("default", record.id) is True
+    assert store.replace_token(dataclasses.replace(changed, version=3), expected_version=2) is False
+    assert store.delete_token("default", record.id) is False
+
+
+def test_record_redemption_is_atomic(store):
+    record = token()
+    store.create_token(record)
+    cert = certificate(record)
+    # the CAS fails (someone else changed the token): no certificate may be kept
+    assert store.record_redemption(redeemed(record, cert), expected_version=7, certificate=cert) is False
+    assert store.get_certificate("default", cert.id) is None
+    assert store.list_certificates("default").total == 0
+    assert store.record_redemption(redeemed(record, cert), expected_version=1, certificate=cert) is True
+    assert store.get_certificate("default", cert.id) == cert
+    assert store.get_token("default", record.id).certificate_id == cert.id
+
+
+def test_threads_racing_one_cas_have_one_winner(store):
+    record = token()
+    store.create_token(record)
+    barrier = threading.Barrier(16)
+    wins, errors = [], []
+
+    def race(n):
+        try:
+            barrier.wait(timeout=10)
+            if store.replace_token(dataclasses.replace(record, claim_id="c%d" % n, version=2), 1):
+                wins.append(n)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=race, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == [] and len(wins) == 1
+    assert store.get_token("default", record.id).claim_id == "c%d" % wins[0]
+
+
+def test_listing(store):
+    active = [token(name=n, created=i) for i, n in enumerate(["b", "a", "c"])]
+    expired = token(name="e", created=10, expires=-1)
+    used = token(name="r", created=11)
+    elsewhere = token(frontdoor="other", name="a")
+    for record in active + [expired, used, elsewhere]:
+        store.create_token(record)
+    cert = certificate(used)
+    assert store.record_redemption(redeemed(used, cert), 1, cert)
+
+    def names(**kwargs):
+        kwargs.setdefault("now", NOW)
+        page = store.list_tokens("default", **kwargs)
+        return [r.name for r in page.items], page.total
+
+    assert names() == (["b", "a", "c", "e", "r"], 5)
+    assert names(sort=("name", "asc")) == (["a", "b", "c", "e", "r"], 5)
+    assert names(sort=("name", "desc"), size=2, page=1) == (["c", "b"], 5)
+    assert names(statuses=["active"]) == (["b", "a", "c"], 3)
+    assert names(statuses=["expired"]) == (["e"], 1)
+    assert names(statuses=["redeemed"]) == (["r"], 1)
+    assert names(statuses=["expired", "redeemed"]) == (["e", "r"], 2)
+    assert names(name="a") == (["a"], 1)
+    assert names(page=9) == ([], 5)
+    # status is derived from the time asked about, not stored
+    assert names(statuses=["expired"], now=NOW + _dt.timedelta(hours=2)) == (["b", "a", "c", "e"], 4)
+
+
+def test_purge(store):
+    old_expired = token(name="old", expires=-7200)
+    new_expired = token(name="new", expires=-10)
+    active = token(name="active")
+    used = token(name="used")
+    elsewhere = token(frontdoor="other", expires=-7200)
+    for record in (old_expired, new_expired, active, used, elsewhere):
+        store.create_token(record)
+    cert = certificate(used)
+    store.record_redemption(redeemed(used, cert, at=NOW - _dt.timedelta(hours=3)), 1, cert)
+    hour_ago = NOW - _dt.timedelta(hours=1)
+
+    assert store.purge_tokens("default", now=NOW, expired_before=hour_ago, redeemed_before=None,
+                              dry_run=True) == [old_expired.id]
+    assert store.get_token("default", old_expired.id) is not None
+    assert store.purge_tokens("default", now=NOW, expired_before=hour_ago, redeemed_before=None) == [old_expired.id]
+    assert store.get_token("default", old_expired.id) is None
+    assert store.purge_tokens("default", now=NOW, expired_before=None, redeemed_before=None) == []
+    # a bound in the future never removes an active token
+    removed = store.purge_tokens("default", now=NOW, expired_before=NOW + _dt.timedelta(days=9),
+                                 redeemed_before=hour_ago)
+    assert sorted(removed) == sorted([new_expired.id, used.id])
+    assert store.get_token("default", active.id) is not None
+    assert store.get_certificate("default", cert.id) is not None  # certificates stay on record
+    assert store.purge_tokens(None, now=NOW, expired_before=NOW, redeemed_before=None) == [elsewhere.id]
+
+
+def test_certificates_listing_and_revocation(store):
+    certs = []
+    for i in range(3):
+        record = token(name="t%d" % i)
+        store.create_token(record)
+        cert = dataclasses.replace(certificate(record, serial="%x" % (1000 + i)),
+                                   created_at=NOW + _dt.timedelta(seconds=i))
+        store.record_redemption(redeemed(record, cert), 1, cert)
+        certs.append(cert)
+    page = store.list_certificates("default", size=2, sort=("created_at", "desc"))
+    assert [c.id for c in page.items] == [certs[2].id, certs[1].id] and page.total == 3
+    assert [c.id for c in store.list_certificates("default", token_id=certs[0].token_id).items] == [certs[0].id]
+    assert store.mark_revoked("default", certs[1].id, NOW) is True
+    assert store.mark_revoked("default", certs[1].id, NOW) is False  # already revoked
+    assert store.mark_revoked("default", "cert-unknown", NOW) is False
+    assert store.get_certificate("default", certs[1].id).revoked_at == NOW
+    assert [c.id for c in store.list_certificates("default", revoked=True).items] == [certs[1].id]
+    assert store.list_certificates("default", revoked=False).total == 2
+    assert list(store.revoked_serials("default")) == [(certs[1].serial_number, NOW)]
+    assert list(store.revoked_serials("other")) == []
+
+
+def test_persistence_file_mode_and_wal(tmp_path):
+    path = str(tmp_path / "frontdoor.db")
+    first = SQLiteStore(path)
+    record = token()
+    first.create_token(record)
+    first.close()
+    second = SQLiteStore(path)
+    assert second.get_token("default", record.id) == record
+    second.ping()
+    second.close()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        # only the hash is stored
+        assert conn.execute("SELECT secret_hash FROM tokens").fetchone()[0] == record.secret_hash
+
+
+def test_waits_for_another_writer(tmp_path):
+    path = str(tmp_path / "frontdoor.db")
+    store = SQLiteStore(path)
+    record = token()
+    store.create_token(record)
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+    released = threading.Timer(0.3, blocker.execute, args=("COMMIT",))
+    released.start()
+    started = time.monotonic()
+    try:
+        assert store.replace_token(dataclasses.replace(record, name="after-wait", version=2), 1) is True
+    finally:
+        released.join()
+        blocker.close()
+    assert time.monotonic() - started >= 0.25
+    assert store.get_token("default", record.id).name == "after-wait"
+    store.close()
+
+
+def test_a_writer_that_never_lets_go_gives_store_unavailable_in_bounded_time(tmp_path):
+    path = str(tmp_path / "frontdoor.db")
+    store = SQLiteStore(path, busy_timeout=0.5)
+    record = token()
+    store.create_token(record)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    try:
+        with pytest.raises(StoreUnavailable) as info:
+            store.replace_token(dataclasses.replace(record, name="never", version=2), 1)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert time.monotonic() - started < 3  # about busy_timeout, not attempts x busy_timeout
+    assert info.value.retry_after == 1
+    assert store.get_token("default", record.id).name == "t"  # readers are not blocked by a writer
+    store.close()
+
+
+def test_unusable_path_is_store_unavailable(tmp_path):
+    (tmp_path / "dir.db").mkdir()
+    with pytest.raises(StoreUnavailable) as info:
+        SQLiteStore(str(tmp_path / "dir.db"))
+    assert info.value.code == "store_unavailable"
