@@ -215,3 +215,44 @@ def test_signer_failing_before_signing_releases_the_claim(backend, make_service)
     assert error.code == "signer_unavailable"
     wrapper.not_after_limit = real_limit
     assert service.redeem("default", secret, csr()).replayed is False  # at once: no claim left behind
+
+
+@pytest.mark.parametrize("write_lands", [False, True], ids=["write-lost", "response-lost"])
+def test_store_failing_while_recording(backend, make_service, write_lands):
+    """The store errors on the final write. If nothing was written the token stays redeemable
+    (and the signed certificate is discarded); if the write landed and only the answer was
+    lost, the redemption succeeded and must say so, with exactly one certificate."""
+    from frontdoor_pki.errors import StoreUnavailable
+
+    service = make_service()
+    store = service.store
+    real_record = store.record_redemption
+    calls = []
+
+    def failing_record(record, expected_version, certificate):
+        calls.append(certificate.id)
+        if len(calls) == 1:
+            if write_lands:
+                real_record(record, expected_version, certificate)
+            raise StoreUnavailable("connection reset while writing")
+        return real_record(record, expected_version, certificate)
+
+    store.record_redemption = failing_record
+    try:
+        record, secret = service.create_token("default", name="store-fault", common_name="store-fault")
+        if write_lands:
+            result = service.redeem("default", secret, csr())
+            assert result.replayed is False and result.certificate.id == calls[0]
+        else:
+            error = error_of(service.redeem, "default", secret, csr())
+            assert error.code == "store_unavailable"
+            stored = service.get_token("default", record.id)
+            assert stored.status() == "active" and stored.claim_id is None  # released at once
+            assert service.list_certificates("default").total == 0
+            result = service.redeem("default", secret, csr(1))
+            assert result.replayed is False
+    finally:
+        store.record_redemption = real_record
+    page = service.list_certificates("default")
+    assert page.total == 1 and page.items[0].id == result.certificate.id
+    assert service.get_token("default", record.id).certificate_id == result.certificate.id
