@@ -34,8 +34,8 @@ def test_frozen_vault_answers_503_within_the_timeout_and_token_survives(own_bao,
         started = time.monotonic()
         exc = _refused(service.redeem, "default", secret, csr)
         elapsed = time.monotonic() - started
-    assert exc.code == "store_unavailable" and exc.status == 503
-    assert "did not answer within 1 s" in exc.message
+    assert exc.code == "store_unavailable" and exc.status == 503, exc
+    assert "did not answer within 1 s" in exc.message, exc
     assert elapsed < 4, elapsed
     _assert_no_credentials(exc, data)
     assert service.redeem("default", secret, csr).replayed is False
