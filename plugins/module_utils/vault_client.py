@@ -22,12 +22,17 @@ import hashlib
 import threading
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type, TypeVar
 
-import hvac
-import requests
-from hvac import exceptions as hvac_exc
-from requests.adapters import HTTPAdapter
-from urllib3 import exceptions as urllib3_exc
-from urllib3.util.retry import Retry
+# Guarded: Ansible's import sanity test loads module_utils without third-party packages; the modules
+# report what is missing with missing_required_lib instead of a traceback.
+try:
+    import hvac
+    import requests
+    from hvac import exceptions as hvac_exc
+    from requests.adapters import HTTPAdapter
+    from urllib3 import exceptions as urllib3_exc
+    from urllib3.util.retry import Retry
+except ImportError:  # pragma: no cover
+    hvac = requests = hvac_exc = HTTPAdapter = urllib3_exc = Retry = None
 
 from .errors import FrontdoorError, SignerUnavailable, StoreUnavailable
 
@@ -106,6 +111,9 @@ class VaultClient:
         # vault.caCert / VAULT_CACERT, not REQUESTS_CA_BUNDLE.
         proxies = requests.utils.get_environ_proxies(settings.url)
         self.session.trust_env = False
+        # hvac takes verify/proxies from a session it is given (and ignores its own arguments then)
+        self.session.verify = settings.verify
+        self.session.proxies = dict(proxies or {})
         # Retry only failed *connects* (the request never left): a retried write whose first
         # attempt reached Vault could turn our own successful CAS into a reported conflict.
         retry = Retry(total=2, connect=2, read=0, status=0, other=0, redirect=0, backoff_factor=0.05,

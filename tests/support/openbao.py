@@ -36,16 +36,24 @@ def free_port() -> int:
 class OpenBao:
     """One `bao server -dev` process on a loopback port."""
 
-    def __init__(self, port: Optional[int] = None, root_token: Optional[str] = None):
+    def __init__(self, port: Optional[int] = None, root_token: Optional[str] = None, tls: bool = False):
         self.port = port or free_port()
         self.root_token = root_token or "root-" + secrets.token_hex(8)
-        self.url = "http://127.0.0.1:%d" % self.port
+        self.tls = tls
+        self.url = "%s://127.0.0.1:%d" % ("https" if tls else "http", self.port)
         self.dir = tempfile.mkdtemp(prefix="frontdoor-openbao-")
+        self.ca_cert = os.path.join(self.dir, "vault-ca.pem") if tls else None
         self.log_path = os.path.join(self.dir, "bao.log")
         self.process: Optional[subprocess.Popen] = None
-        self.session = requests.Session()
+        self.session = self._new_session()
         self.tokens: Dict[str, List[str]] = {}  # token -> policies, re-created after a restart
         self.policies: Dict[str, str] = {}  # policy name -> HCL, re-written after a restart
+
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        session.trust_env = False  # REQUESTS_CA_BUNDLE in the environment would override verify=
+        session.verify = self.ca_cert or True
+        return session
 
     # -- process ---------------------------------------------------------------------------
     @classmethod
@@ -61,9 +69,12 @@ class OpenBao:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
         env["HOME"] = self.dir  # the dev server writes a token helper file into $HOME
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        args = [BAO_BIN, "server", "-dev", "-dev-root-token-id=%s" % self.root_token,
+                "-dev-listen-address=127.0.0.1:%d" % self.port]
+        if self.tls:
+            args += ["-dev-tls", "-dev-tls-cert-dir=%s" % self.dir]
         self.process = subprocess.Popen(
-            [BAO_BIN, "server", "-dev", "-dev-root-token-id=%s" % self.root_token,
-             "-dev-listen-address=127.0.0.1:%d" % self.port],
+            args,
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
         log.close()
@@ -72,7 +83,9 @@ class OpenBao:
             if self.process.poll() is not None:
                 raise RuntimeError("bao exited with %s:\n%s" % (self.process.returncode, self.log()))
             try:
-                if requests.get(self.url + "/v1/sys/health", timeout=1).status_code == 200:
+                if self.tls and not os.path.exists(self.ca_cert):
+                    raise requests.ConnectionError("no CA yet")
+                if self.session.get(self.url + "/v1/sys/health", timeout=1).status_code == 200:
                     return
             except requests.RequestException:
                 pass
@@ -123,7 +136,7 @@ class OpenBao:
         before are re-created with the same ids and policies (their data is lost)."""
         self.kill()
         self.session.close()
-        self.session = requests.Session()
+        self.session = self._new_session()
         self._spawn()
         self.setup()
         for name, hcl in self.policies.items():

@@ -61,6 +61,14 @@ def test_session_pools_connections():
     adapter = c.session.get_adapter(URL)
     assert adapter._pool_maxsize >= 16
     assert adapter.max_retries.read == 0  # a write that reached Vault is never sent twice
+    assert c.session.trust_env is False  # no per-request env/netrc lookups; REQUESTS_CA_BUNDLE cannot override
+
+
+def test_ca_bundle_reaches_every_request():
+    c = client(caCert="/etc/vault-ca.pem")
+    assert c.session.verify == "/etc/vault-ca.pem"
+    assert c.hvac.adapter._kwargs["verify"] == "/etc/vault-ca.pem"
+    assert client(verify=False).hvac.adapter._kwargs["verify"] is False
 
 
 # -- error mapping -------------------------------------------------------------------------------

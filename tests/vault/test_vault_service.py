@@ -315,3 +315,20 @@ def test_approle_login_and_relogin_after_token_expiry(bao, make_vault_service):
     assert service.redeem("default", first, make_csr(shared_key("p256", 13), cn="x"))
     time.sleep(2.5)  # the AppRole token has expired: the next call gets 403, logs in again, succeeds
     assert service.redeem("default", second, make_csr(shared_key("p256", 14), cn="x"))
+
+
+def test_tls_with_ca_bundle_and_without(tmp_path, make_vault_service):
+    from support.openbao import OpenBao
+
+    server = OpenBao.start(tls=True)
+    try:
+        service, data = make_vault_service(server, caCert=server.ca_cert)
+        _, secret = service.create_token("default", name="tls", common_name="tls")
+        assert service.redeem("default", secret, make_csr(shared_key("p256", 15), cn="x"))
+        untrusted, _ = make_vault_service(server, data=dict(data, vault={k: v for k, v in data["vault"].items()
+                                                                           if k != "caCert"}))
+        with pytest.raises(FrontdoorError) as info:
+            untrusted.create_token("default", name="no-ca")
+        assert info.value.code == "store_unavailable" and "VAULT_CACERT" in info.value.message
+    finally:
+        server.stop()
