@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 from frontdoor_pki.errors import FrontdoorError, SignerUnavailable
 from frontdoor_pki.tokens import hash_secret, new_secret
-from support.backends import other_subject, raising, sleeping
+from support.backends import other_subject, raising
 from support.crypto import load_cert, make_csr, shared_key, tamper_signature
 
 
@@ -68,9 +68,15 @@ def test_signer_returning_a_wrong_subject_is_caught(backend, make_service):
 def test_claim_blocks_others_until_done_and_lapses_after_the_lease(backend, make_service):
     """A slow redemption holds the token (others get redemption_in_progress with a retry hint);
     when it outlives its lease another redeemer may take over, and still exactly one
-    certificate is recorded."""
+    certificate is recorded: the slow one's is discarded."""
     lease = backend.config.claim_lease
-    slow = make_service(before=sleeping(lease + 1.0, calls=[1]))
+    release = threading.Event()
+
+    def hold_first(request, number):
+        if number == 1:
+            release.wait(timeout=lease + 15)  # bounded; released by the test below
+
+    slow = make_service(before=hold_first)
     fast = backend.new_service()
     record, secret = slow.create_token("default", name="slow", common_name="slow")
     outcome = {}
@@ -87,7 +93,7 @@ def test_claim_blocks_others_until_done_and_lapses_after_the_lease(backend, make
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and slow.signers["default"].calls == 0:
             time.sleep(0.01)
-        assert slow.signers["default"].calls == 1
+        assert slow.signers["default"].calls == 1  # the slow redeemer holds the claim, in its signer
         error = error_of(fast.redeem, "default", secret, csr(1))
         assert error.code == "redemption_in_progress"
         assert error.retry_after is not None and 1 <= error.retry_after <= lease + 1
@@ -97,13 +103,16 @@ def test_claim_blocks_others_until_done_and_lapses_after_the_lease(backend, make
         taken = fast.redeem("default", secret, csr(1))
         assert taken.replayed is False
     finally:
-        thread.join(timeout=lease + 5)
+        release.set()
+        thread.join(timeout=30)
     assert not thread.is_alive()
     assert isinstance(outcome["slow"], FrontdoorError)
     assert outcome["slow"].code in ("redemption_in_progress", "token_already_used")
+    assert len(slow.signers["default"].issued) == 1  # it did get a certificate from the CA ...
     page = fast.list_certificates("default")
-    assert page.total == 1 and page.items[0].id == taken.certificate.id
+    assert page.total == 1 and page.items[0].id == taken.certificate.id  # ... which was not recorded
     assert fast.get_token("default", record.id).certificate_id == taken.certificate.id
+    assert any(line["event"] == "certificate.discarded" for line in backend.audit_lines())
 
 
 def test_refresh_racing_a_redemption_never_lets_the_old_secret_in(backend, service):
