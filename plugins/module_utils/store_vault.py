@@ -520,6 +520,7 @@ class VaultKVStore(TokenStore):
         redeemed = self._redeemed(fd)
         expired_bound = _ms(min(expired_before, now)) if expired_before is not None else None
         redeemed_bound = _ms(redeemed_before) if redeemed_before is not None else None
+        now_ms = _ms(now)
         candidates = []
         for e in entries:
             if e.token_id in redeemed:
@@ -527,8 +528,11 @@ class VaultKVStore(TokenStore):
                     candidates.append(e)
             elif expired_bound is not None and e.expires_ms <= expired_bound:
                 candidates.append(e)
-            elif redeemed_bound is not None and e.created_ms <= redeemed_bound:
-                candidates.append(e)  # may be redeemed without its certificate copy yet: the record decides
+            elif redeemed_bound is not None and e.expires_ms <= now_ms and e.created_ms <= redeemed_bound:
+                # Looks expired but may have been redeemed by a gateway that died before writing the
+                # certificate copy: the record decides (and the copy is re-created). Only tokens past
+                # their expiry are read, so cleaning up redeemed tokens does not read every active one.
+                candidates.append(e)
 
         def confirm(entry: _Entry) -> Optional[Tuple[_Entry, Optional[TokenRecord]]]:
             record = self._load(entry.secret_hash)

@@ -188,9 +188,11 @@ def test_interrupted_refresh_is_completed_by_a_reader(bao, make_vault_service):
 
 def test_lost_certificate_copy_is_recreated(bao, make_vault_service):
     """Crash between the token CAS (commit) and the certificate copy: the copy comes back from the record."""
+    import time
+
     service, data = make_vault_service(bao)
     prefix = data["vault"]["kvPrefix"]
-    _, secret = service.create_token("default", name="copy", common_name="copy")
+    _, secret = service.create_token("default", name="copy", common_name="copy", ttl="3s")
     csr = make_csr(shared_key("p256", 11), cn="x")
     first = _redeem(service, secret, csr).certificate
     for key in bao.kv_dump(path=prefix + "/c/"):
@@ -204,6 +206,8 @@ def test_lost_certificate_copy_is_recreated(bao, make_vault_service):
     for key in bao.kv_dump(path=prefix + "/c/"):
         bao.root("DELETE", "secret/metadata/%s" % key)
     third, _ = make_vault_service(bao, data=data)
+    assert third.cleanup("default", statuses=["redeemed"]) == []  # not read while it is unexpired
+    time.sleep(max(0.0, (first.created_at.timestamp() + 3.1) - time.time()))
     assert third.cleanup("default", statuses=["redeemed"]) == [first.token_id]
     assert [c.id for c in third.list_certificates("default").items] == [first.id]
 
