@@ -43,14 +43,24 @@ import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
-from cryptography import x509
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
-from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
+# Guarded: Ansible's import sanity test loads module_utils without third-party packages; the modules
+# report what is missing with missing_required_lib instead of a traceback.
+try:
+    from cryptography import x509
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+    from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
+
+    HAS_CRYPTOGRAPHY = True
+except ImportError:  # pragma: no cover
+    HAS_CRYPTOGRAPHY = False
+    x509 = InvalidTag = hashes = serialization = ec = ed25519 = padding = rsa = None
+    decode_dss_signature = encode_dss_signature = AESGCM = PBKDF2HMAC = None
+    InvalidUnwrap = aes_key_unwrap = aes_key_wrap = None
 
 from .errors import FrontdoorError, SignerUnavailable
 from .model import IssuedCertificate, SignRequest, utcnow
@@ -139,9 +149,9 @@ def b64u_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-_CURVES = {"P-256": (ec.SECP256R1, 32), "P-384": (ec.SECP384R1, 48), "P-521": (ec.SECP521R1, 66)}
+_CURVES = {"P-256": (ec.SECP256R1, 32), "P-384": (ec.SECP384R1, 48), "P-521": (ec.SECP521R1, 66)} if HAS_CRYPTOGRAPHY else {}
 _EC_ALG = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
-_HASHES = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
+_HASHES = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512} if HAS_CRYPTOGRAPHY else {}
 
 
 def _b64_int(jwk: Mapping[str, Any], name: str) -> int:
@@ -292,7 +302,7 @@ _PBES2 = {
     "PBES2-HS256+A128KW": (hashes.SHA256, 16),
     "PBES2-HS384+A192KW": (hashes.SHA384, 24),
     "PBES2-HS512+A256KW": (hashes.SHA512, 32),
-}
+} if HAS_CRYPTOGRAPHY else {}
 _GCM = {"A128GCM": 16, "A192GCM": 24, "A256GCM": 32}
 
 
@@ -627,7 +637,7 @@ class StepCASigner(Signer):
             if not refresh and time.monotonic() - self._prov_at < ttl:
                 return self._prov
         found, cursor, names = None, "", []
-        for _ in range(50):  # bounded: 50 pages of 100 provisioners
+        for _page in range(50):  # bounded: 50 pages of 100 provisioners
             response = self._call("GET", "/provisioners", params={"limit": 100, "cursor": cursor})
             if response.status_code != 200:
                 raise FrontdoorError("signer_error", "step-ca refused to list its provisioners (%d: %s)."
@@ -876,8 +886,8 @@ class StepCASigner(Signer):
             raise FrontdoorError(
                 "not_supported",
                 "step-ca does not let provisioner %r revoke certificate %s (%d: %s). Revoke it on the CA "
-                "(step ca revoke %s) and check the provisioner's permissions." % (self.provisioner, decimal, status,
-                                                                                   message, decimal),
+                "(step ca revoke %s) and check the provisioner's permissions."
+                % (self.provisioner, decimal, status, message, decimal),
             )
         if status >= 500:
             raise SignerUnavailable("step-ca failed to revoke (%d: %s); retry later." % (status, message), retry_after=5)

@@ -28,10 +28,15 @@ import math
 import threading
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
-from hvac import adapters as hvac_adapters
-from hvac import exceptions as hvac_exc
+# Guarded: Ansible's import sanity test loads module_utils without third-party packages; the modules
+# report what is missing with missing_required_lib instead of a traceback.
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from hvac import adapters as hvac_adapters
+    from hvac import exceptions as hvac_exc
+except ImportError:  # pragma: no cover
+    x509 = rsa = hvac_adapters = hvac_exc = None
 
 from . import csr as csrmod
 from .errors import FrontdoorError, SignerUnavailable
