@@ -401,7 +401,10 @@ def create_app(
 
 
 def wrap(app: FastAPI) -> BodyLimitMiddleware:
-    return BodyLimitMiddleware(app, MAX_BODY)
+    # Redemption, the endpoint called at volume, skips the framework when well-formed (see fastpath.py).
+    from .fastpath import RedeemFastPath
+
+    return BodyLimitMiddleware(RedeemFastPath(app, app.state.service, _error), MAX_BODY)
 
 
 def build_from_env(env=os.environ) -> tuple:
