@@ -222,6 +222,13 @@ redeemed:
   description: Whether this run redeemed the token (false when the certificate on disk was still good).
   returned: state is present
   type: bool
+needs_certificate:
+  description:
+    - Whether a certificate had to be issued (none at O(path), one for another key, one expiring within
+      O(remaining_days), or O(force=true)).
+    - In check mode no token is needed to find out, so an admin play can mint tokens only for hosts that need one.
+  returned: state is present
+  type: bool
 certificate_id:
   description: Id of the certificate record on the frontdoor (only when this run redeemed the token).
   returned: when redeemed
@@ -505,7 +512,7 @@ def main():
     public_key, private_key, csr_pem, key_exists = load_request_key(module, params)
     cert, before, existing_pem = load_existing_certificate(path)
     needs_certificate = params["force"] or not still_good(cert, public_key, params["remaining_days"])
-    result.update(redeemed=False, privatekey_generated=False)
+    result.update(redeemed=False, privatekey_generated=False, needs_certificate=needs_certificate)
 
     if not needs_certificate:
         # nothing to redeem: the token (if any) stays unspent
@@ -532,6 +539,12 @@ def main():
         result["diff"] = dict(before=before, after=before)
         module.exit_json(**result)
 
+    if module.check_mode:
+        # never spend a token (nor write a key) in check mode
+        result.update(changed=True, privatekey_generated=params["privatekey_path"] is not None and not key_exists)
+        result["diff"] = dict(before=before, after={"path": path, "certificate": "(issued from the token)"})
+        module.exit_json(**result)
+
     if not params["token"]:
         if params["force"]:
             why = "force=true"
@@ -544,12 +557,6 @@ def main():
                 % (path, why),
             error_code="invalid_request", **result
         )
-
-    if module.check_mode:
-        # never spend a token (nor write a key) in check mode
-        result.update(changed=True, privatekey_generated=params["privatekey_path"] is not None and not key_exists)
-        result["diff"] = dict(before=before, after={"path": path, "certificate": "(issued from the token)"})
-        module.exit_json(**result)
 
     if params["privatekey_path"] and not key_exists:
         private_key = generate_key(params["private_key_type"], params["private_key_size"], params["private_key_curve"])
