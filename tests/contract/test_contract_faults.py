@@ -6,12 +6,14 @@ Faults are injected around the backend's *real* signer (support.backends.Wrapped
 
 from __future__ import annotations
 
+import datetime as _dt
 import threading
 import time
 
 import pytest
 from cryptography import x509
-from frontdoor_pki.errors import FrontdoorError, SignerUnavailable
+from frontdoor_pki.errors import FrontdoorError, SignerUnavailable, StoreUnavailable
+from frontdoor_pki.model import utcnow
 from frontdoor_pki.tokens import hash_secret, new_secret
 from support.backends import other_subject, raising
 from support.crypto import load_cert, make_csr, shared_key, tamper_signature
@@ -231,8 +233,6 @@ def test_store_failing_while_recording(backend, make_service, write_lands):
     """The store errors on the final write. If nothing was written the token stays redeemable
     (and the signed certificate is discarded); if the write landed and only the answer was
     lost, the redemption succeeded and must say so, with exactly one certificate."""
-    from frontdoor_pki.errors import StoreUnavailable
-
     service = make_service()
     store = service.store
     real_record = store.record_redemption
@@ -265,3 +265,15 @@ def test_store_failing_while_recording(backend, make_service, write_lands):
     page = service.list_certificates("default")
     assert page.total == 1 and page.items[0].id == result.certificate.id
     assert service.get_token("default", record.id).certificate_id == result.certificate.id
+
+
+def test_not_after_is_clamped_to_the_ca_expiry(backend, make_service):
+    """A CA that expires before the default lifetime ends must not be asked for more."""
+    service = make_service()
+    wrapper = service.signers["default"]
+    limit = (utcnow() + _dt.timedelta(days=2)).replace(microsecond=0)
+    wrapper.not_after_limit = lambda: limit
+    _, secret = service.create_token("default", name="clamped", common_name="clamped")
+    cert = load_cert(service.redeem("default", secret, csr()).certificate.certificate_pem)
+    assert cert.not_valid_after_utc <= limit + _dt.timedelta(seconds=1)
+    assert cert.not_valid_after_utc >= limit - _dt.timedelta(minutes=5)
