@@ -199,6 +199,8 @@ def test_revocation_and_crl(backend, service):
         assert error_of(service.revoke_certificate, "default", cert.id).code == "not_supported"
         assert service.get_certificate("default", cert.id).revoked_at is None
     assert error_of(service.revoke_certificate, "default", "cert-unknown").code == "certificate_not_found"
+    assert error_of(service.get_certificate, "short", kept.id).code == "certificate_not_found"  # per frontdoor
+    assert error_of(service.revoke_certificate, "short", kept.id).code == "certificate_not_found"
 
     if backend.has("crl"):
         crl = x509.load_der_x509_crl(service.crl("default"))
