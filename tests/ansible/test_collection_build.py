@@ -1,0 +1,148 @@
+"""The collection as users get it: built, installed, documented, linted, and its example playbooks run."""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+import tarfile
+
+import pytest
+from conftest import BIN, ROOT, ansible_env
+from support.gateway import run_gateway
+
+pytestmark = pytest.mark.ansible
+
+MODULES = ("certificate_request_token", "certificate_request_token_info", "certificate_request_token_cleanup",
+           "client_certificate")
+MAX_TARBALL_BYTES = 300 * 1024
+
+
+def run(cmd, env, cwd=None, timeout=300):
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, "%s failed (%d):\n%s\n%s" % (cmd[0], proc.returncode, proc.stdout[-5000:],
+                                                               proc.stderr[-3000:])
+    return proc
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """Build the tarball and install it with ansible-galaxy into a fresh collections path."""
+    base = tmp_path_factory.mktemp("galaxy")
+    env = ansible_env(str(base / "collections"), str(base))
+    run([os.path.join(BIN, "ansible-galaxy"), "collection", "build", "--output-path", str(base / "dist"), ROOT], env)
+    (tarball,) = glob.glob(str(base / "dist" / "frontdoor-pki-*.tar.gz"))
+    run([os.path.join(BIN, "ansible-galaxy"), "collection", "install", "-p", str(base / "collections"), tarball], env)
+    return tarball, str(base / "collections"), str(base)
+
+
+def test_tarball_is_small_and_holds_only_collection_content(installed):
+    tarball, _path, _home = installed
+    assert os.path.getsize(tarball) < MAX_TARBALL_BYTES, "tarball is %d bytes" % os.path.getsize(tarball)
+    with tarfile.open(tarball) as archive:
+        names = archive.getnames()
+    forbidden = (".venv", ".git", "__pycache__", ".pytest_cache", ".ruff_cache", "tests", "build", "dist",
+                 "bench", "gateway", ".tmp", "frontdoor_pki.egg-info")
+    for name in names:
+        parts = name.split("/")
+        assert not any(p in forbidden for p in parts), "unexpected file in the tarball: %s" % name
+        assert not name.endswith((".pyc", ".tar.gz", ".db", ".log")), name
+    for module in MODULES:
+        assert "plugins/modules/%s.py" % module in names
+    for needed in ("MANIFEST.json", "meta/runtime.yml", "plugins/doc_fragments/frontdoor.py",
+                   "plugins/module_utils/service.py", "plugins/module_utils/gateway_client.py",
+                   "docs/ansible.md", "playbooks/issue-client-certificates.yml", "changelogs/config.yaml"):
+        assert needed in names, needed
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_ansible_doc_renders_each_module(installed, module):
+    _tarball, path, home = installed
+    proc = run([os.path.join(BIN, "ansible-doc"), "frontdoor.pki.%s" % module], ansible_env(path, home))
+    text = proc.stdout
+    assert "frontdoor.pki.%s" % module in text
+    assert "EXAMPLES" in text and "RETURN VALUES" in text
+    assert "gateway_url" in text and "FRONTDOOR_URL" in text  # the shared fragment is merged in
+
+
+def test_installed_collection_issues_a_certificate(installed, tmp_path):
+    """The installed copy (not the checkout) works: a token minted and redeemed on the embedded engine."""
+    _tarball, path, home = installed
+    playbook = tmp_path / "play.yml"
+    playbook.write_text("""
+- hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/frontdoor.pki.all:
+      state_dir: %(dir)s/state
+  tasks:
+    - frontdoor.pki.certificate_request_token:
+        name: installed
+        common_name: installed.example.com
+      register: minted
+    - frontdoor.pki.client_certificate:
+        token: "{{ minted.token.token }}"
+        privatekey_path: %(dir)s/k.pem
+        path: %(dir)s/c.pem
+""" % {"dir": tmp_path})
+    proc = run([os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", str(playbook)],
+               ansible_env(path, home))
+    assert "changed=2" in proc.stdout and "failed=0" in proc.stdout
+    assert (tmp_path / "c.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert os.path.realpath(os.path.join(path, "ansible_collections", "frontdoor", "pki")) != os.path.realpath(ROOT)
+
+
+def test_ansible_lint_passes_on_the_example_playbooks(collections_dir, tmp_path):
+    env = ansible_env(collections_dir, str(tmp_path))
+    proc = subprocess.run([os.path.join(BIN, "ansible-lint"), "--offline", "--nocolor", "playbooks/"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
+    assert "0 failure(s), 0 warning(s)" in proc.stdout + proc.stderr
+
+
+def test_changelog_fragments_are_valid():
+    run([os.path.join(BIN, "antsibull-changelog"), "lint"], dict(os.environ), cwd=ROOT)
+
+
+def test_issue_playbook_on_two_hosts_through_a_gateway(collections_dir, tmp_path):
+    """playbooks/issue-client-certificates.yml as written, on two hosts (local connections), against a gateway."""
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("""
+all:
+  vars:
+    ansible_connection: local
+    ansible_python_interpreter: %(py)s
+  children:
+    pki_clients:
+      hosts:
+        web1:
+          frontdoor_pki_dir: %(dir)s/web1
+        web2:
+          frontdoor_pki_dir: %(dir)s/web2
+          frontdoor_organizational_unit: Payments
+""" % {"py": sys.executable, "dir": tmp_path})
+    with run_gateway(str(tmp_path / "gw")) as gw:
+        env = ansible_env(collections_dir, str(tmp_path), {"FRONTDOOR_API_TOKEN": gw.admin_token})
+        cmd = [os.path.join(BIN, "ansible-playbook"), "-i", str(inventory),
+               os.path.join(ROOT, "playbooks", "issue-client-certificates.yml"),
+               "-e", "frontdoor_gateway_url=%s" % gw.url, "-e", "frontdoor_organization=Example Corp"]
+        first = run(cmd, env)
+        tokens_after_first = gw.request("GET", "/frontdoor/default/certificate-request-tokens").json()
+        second = run(cmd, env)
+        tokens_after_second = gw.request("GET", "/frontdoor/default/certificate-request-tokens").json()
+        log = gw.log()
+    for host in ("web1", "web2"):
+        assert (tmp_path / host / "client.crt").read_text().startswith("-----BEGIN CERTIFICATE-----")
+        assert oct(os.stat(tmp_path / host / "client.key").st_mode & 0o777) == "0o600"
+        assert "%s serial" % host in first.stdout
+    assert tokens_after_first["totalElements"] == 2
+    assert sorted(t["status"] for t in tokens_after_first["content"]) == ["redeemed", "redeemed"]
+    # the rerun changes nothing and mints nothing
+    assert "changed=0" in second.stdout and "changed=1" not in second.stdout and "changed=2" not in second.stdout
+    assert tokens_after_second["totalElements"] == 2
+    assert "unchanged" in second.stdout
+    for t in tokens_after_first["content"]:
+        assert t["name"] in ("web1", "web2")
+    assert "crt_" not in first.stdout + second.stdout
+    assert "crt_" not in log.replace("crt_[REDACTED]", "")
