@@ -277,9 +277,10 @@ def engine_config_data(params: Dict[str, Any], state_dir: str) -> Dict[str, Any]
         if params.get(option) is not None:
             vault[key] = params[option]
     if params.get("vault_role_id") or params.get("vault_auth_method") == "approle":
-        vault["authMethod"] = params.get("vault_auth_method") or "approle"
-    elif "authMethod" not in vault and params.get("vault_auth_method"):
-        vault["authMethod"] = params["vault_auth_method"]
+        vault["authMethod"] = "approle"
+    elif "authMethod" not in vault and not vault.get("roleId"):
+        # the option's default; a config file with a roleId and no authMethod keeps meaning AppRole
+        vault["authMethod"] = params.get("vault_auth_method") or "token"
     if params.get("validate_certs") is False:
         vault["verify"] = False
     if params.get("timeout"):

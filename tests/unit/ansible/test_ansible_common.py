@@ -95,3 +95,11 @@ def test_retry_after_is_passed_on(common, collection_path):
     with pytest.raises(SystemExit):
         common.fail_from_error(module, errors.FrontdoorError("redemption_in_progress", "busy", retry_after=3))
     assert module.failed["retry_after"] == 3 and module.failed["error_code"] == "redemption_in_progress"
+
+
+def test_config_file_approle_is_kept_when_the_option_is_left_at_its_default(common, tmp_path):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"vault": {"roleId": "r", "secretId": "s"}}))
+    params = {name: None for name in common.frontdoor_argument_spec()}
+    params.update(backend="vault", vault_auth_method="token")
+    vault = common.engine_config_data(params, str(tmp_path))["vault"]
+    assert "authMethod" not in vault and vault["roleId"] == "r"

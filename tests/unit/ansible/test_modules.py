@@ -271,3 +271,14 @@ def test_state_absent_removes_cert_and_chain_but_not_the_key(run_module, state, 
     assert (tmp_path / "client.key").exists()
     again = run_module("client_certificate", {"path": str(tmp_path / "client.crt"), "state": "absent"})
     assert again["changed"] is False
+
+
+def test_missing_chain_file_is_fetched_without_a_token(run_module, state, tmp_path):
+    first = run_module("client_certificate", cert_args(state, tmp_path, mint(run_module, state)))
+    os.unlink(tmp_path / "chain.pem")
+    check = run_module("client_certificate", cert_args(state, tmp_path, None), check_mode=True)
+    assert check["changed"] is True and not (tmp_path / "chain.pem").exists()
+    again = run_module("client_certificate", cert_args(state, tmp_path, None))
+    assert again["changed"] is True and again["redeemed"] is False
+    assert (tmp_path / "chain.pem").read_text() == "".join(first["ca_chain"])
+    assert run_module("client_certificate", cert_args(state, tmp_path, None))["changed"] is False
