@@ -178,6 +178,7 @@ class VaultKVStore(TokenStore):
         self._seen: Dict[str, TokenRecord] = {}  # token id -> last record read or written here
         self._cert_keys: Dict[Tuple[str, str], str] = {}  # (fd, cert id) -> c/ key name (immutable)
         self._embedded: Dict[Tuple[str, str], CertificateRecord] = {}  # certs seen inside token records
+        self._pending: List[CertificateRecord] = []  # certificate copies still to write
         self._pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="frontdoor-kv")
 
     # -- KV primitives ----------------------------------------------------------------
@@ -405,11 +406,29 @@ class VaultKVStore(TokenStore):
         with self._lock:
             self._cert_keys[(certificate.frontdoor_id, certificate.id)] = key
             self._embedded[(certificate.frontdoor_id, certificate.id)] = certificate
+        if self._pending:
+            self._flush_pending()
         try:
             self._write(self._p("c", certificate.frontdoor_id, key), cert_to_dict(certificate), cas=0)
         except StoreUnavailable:
-            pass  # committed already; the copy is re-created from the token record when needed
+            # Committed already (the token record holds the certificate); retried on the next call
+            # here, and re-created from the token record by any gateway when needed.
+            with self._lock:
+                self._pending.append(certificate)
         return True
+
+    def _flush_pending(self) -> None:
+        """Write certificate copies that failed right after their redemption committed."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for index, certificate in enumerate(pending):
+            try:
+                self._write(self._p("c", certificate.frontdoor_id, _cert_key(certificate)), cert_to_dict(certificate),
+                            cas=0)
+            except StoreUnavailable:
+                with self._lock:
+                    self._pending = pending[index:] + self._pending
+                return
 
     def delete_token(self, frontdoor_id: str, token_id: str) -> bool:
         index = self._p("i", frontdoor_id, token_id)
@@ -468,6 +487,8 @@ class VaultKVStore(TokenStore):
         return result
 
     def list_tokens(self, frontdoor_id, *, now, statuses=None, name=None, page=0, size=20, sort=("created_at", "asc")):
+        if self._pending:
+            self._flush_pending()
         entries = self._dedup(self._entries(frontdoor_id))
         redeemed = self._redeemed(frontdoor_id)
         now_ms = _ms(now)
@@ -589,6 +610,8 @@ class VaultKVStore(TokenStore):
         return cert_from_dict(got[0]), got[1]
 
     def get_certificate(self, frontdoor_id: str, certificate_id: str) -> Optional[CertificateRecord]:
+        if self._pending:
+            self._flush_pending()
         key = self._cert_key_for(frontdoor_id, certificate_id)
         if key is None:
             return None
@@ -613,6 +636,8 @@ class VaultKVStore(TokenStore):
         return result
 
     def list_certificates(self, frontdoor_id, *, page=0, size=20, sort=("created_at", "asc"), token_id=None, revoked=None):
+        if self._pending:
+            self._flush_pending()
         rows = []
         for key in self._list(self._p("c", frontdoor_id) + "/"):
             parts = key.split(".")

@@ -332,3 +332,30 @@ def test_revoke_sends_the_colon_serial():
 def test_crl_is_the_mounts_der():
     responses.add(responses.GET, URL + "/v1/pki/crl", body=b"\x30\x82\x01\x00der", content_type="application/pkix-crl")
     assert VaultPKISigner(client(), "default", "pki").crl([]) == b"\x30\x82\x01\x00der"
+
+
+@responses.activate
+def test_certificate_copy_that_failed_after_commit_is_written_later():
+    record = _token()
+    t_path = URL + "/v1/secret/data/fd/t/" + record.secret_hash
+    responses.add(responses.POST, re.compile(URL + r"/v1/secret/data/fd/[il]/.*"), json={"data": {"version": 1}})
+    responses.add(responses.POST, t_path, json={"data": {"version": 1}})
+    store = VaultKVStore(client(), "secret", "fd")
+    store.create_token(record)
+    now = utcnow()
+    cert = CertificateRecord(id="cert-00000000-0000-4000-8000-000000000002", frontdoor_id="default",
+                             token_id=record.id, name="n", serial_number="ab", certificate_pem="PEM", ca_chain=[],
+                             subject=Subject("cn"), not_before=now, not_after=now, created_at=now,
+                             public_key_sha256="k")
+    done = dataclasses.replace(record, state="redeemed", certificate_id=cert.id, version=2)
+    responses.add(responses.POST, t_path, json={"data": {"version": 2}})
+    copy = re.compile(URL + r"/v1/secret/data/fd/c/default/.*")
+    responses.add(responses.POST, copy, json={"errors": ["Vault is sealed"]}, status=503)
+    assert store.record_redemption(done, 1, cert) is True  # committed by the token CAS
+    assert "certificate" in body(responses.calls[-2])["data"]  # the token record embeds it
+    responses.replace(responses.POST, copy, json={"data": {"version": 1}})
+    responses.add("LIST", URL + "/v1/secret/metadata/fd/c/default", json={"data": {"keys": []}})
+    store.list_certificates("default")
+    writes = [c for c in responses.calls if c.request.method == "POST" and "/fd/c/default/" in c.request.url]
+    assert len(writes) == 2 and writes[-1].response.status_code == 200
+    assert body(writes[-1])["options"] == {"cas": 0} and body(writes[-1])["data"]["id"] == cert.id
