@@ -359,3 +359,31 @@ def test_certificate_copy_that_failed_after_commit_is_written_later():
     writes = [c for c in responses.calls if c.request.method == "POST" and "/fd/c/default/" in c.request.url]
     assert len(writes) == 2 and writes[-1].response.status_code == 200
     assert body(writes[-1])["options"] == {"cas": 0} and body(writes[-1])["data"]["id"] == cert.id
+
+
+@pytest.mark.parametrize("landed", [True, False])
+@responses.activate
+def test_record_write_with_lost_answer_is_checked_by_reading(landed):
+    """The record CAS reached Vault but its answer was lost: success only if the record is ours."""
+    from frontdoor_pki.store_vault import cert_to_dict, token_to_dict
+
+    record = _token()
+    t_path = URL + "/v1/secret/data/fd/t/" + record.secret_hash
+    responses.add(responses.POST, re.compile(URL + r"/v1/secret/data/fd/[ilc]/.*"), json={"data": {"version": 1}})
+    responses.add(responses.POST, t_path, json={"data": {"version": 1}})
+    store = VaultKVStore(client(), "secret", "fd")
+    store.create_token(record)
+    now = utcnow()
+    cert = CertificateRecord(id="cert-00000000-0000-4000-8000-000000000003", frontdoor_id="default",
+                             token_id=record.id, name="n", serial_number="ab", certificate_pem="PEM", ca_chain=[],
+                             subject=Subject("cn"), not_before=now, not_after=now, created_at=now,
+                             public_key_sha256="k")
+    done = dataclasses.replace(record, state="redeemed", certificate_id=cert.id if landed else "cert-other", version=2)
+    responses.add(responses.POST, t_path, body=requests.ConnectionError("reset by peer"))
+    stored = dict(token_to_dict(done), base=0, certificate=cert_to_dict(cert))
+    responses.add(responses.GET, t_path, json={"data": {"data": stored, "metadata": {"version": 2}}})
+    if landed:
+        assert store.record_redemption(done, 1, cert) is True
+    else:
+        with pytest.raises(StoreUnavailable):
+            store.record_redemption(dataclasses.replace(done, certificate_id=cert.id), 1, cert)
