@@ -10,6 +10,7 @@ token up (step-ca's most common complaint).
 from __future__ import annotations
 
 import hashlib
+import warnings
 from typing import Optional
 
 # Guarded: Ansible's import sanity test loads module_utils without third-party packages; the modules
@@ -113,12 +114,15 @@ def _first(name: x509.Name, oid) -> Optional[str]:
 
 def csr_subject(csr: x509.CertificateSigningRequest) -> Subject:
     try:
-        subject = csr.subject
-        return Subject(
-            _first(subject, NameOID.COMMON_NAME),
-            _first(subject, NameOID.ORGANIZATION_NAME),
-            _first(subject, NameOID.ORGANIZATIONAL_UNIT_NAME),
-        )
+        with warnings.catch_warnings():
+            # cryptography warns on over-long attributes (RFC 5280 bounds); decide_subject refuses them itself.
+            warnings.simplefilter("ignore", UserWarning)
+            subject = csr.subject
+            return Subject(
+                _first(subject, NameOID.COMMON_NAME),
+                _first(subject, NameOID.ORGANIZATION_NAME),
+                _first(subject, NameOID.ORGANIZATIONAL_UNIT_NAME),
+            )
     except ValueError:
         raise _invalid("The CSR's subject could not be decoded.", "bad_subject") from None
 
