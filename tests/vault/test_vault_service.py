@@ -336,3 +336,20 @@ def test_tls_with_ca_bundle_and_without(tmp_path, make_vault_service):
         assert info.value.code == "store_unavailable" and "VAULT_CACERT" in info.value.message
     finally:
         server.stop()
+
+
+def test_printed_policy_grants_exactly_these_paths():
+    import re
+
+    from frontdoor_pki.config import load_config
+    from frontdoor_pki.vault_policy import render_policy
+
+    config = load_config(state_dir="/nonexistent", env={"FRONTDOOR_BACKEND": "vault"}, data={})
+    grants = dict(re.findall(r'path "([^"]+)" \{\s*capabilities = \[([^\]]*)\]', render_policy(config)))
+    assert {path: sorted(c.strip().strip('"') for c in caps.split(",")) for path, caps in grants.items()} == {
+        "secret/data/frontdoor/*": ["create", "read", "update"],
+        "secret/metadata/frontdoor/*": ["delete", "list"],
+        "pki/sign/frontdoor-*": ["update"],
+        "pki/roles/frontdoor-*": ["update"],
+        "pki/revoke": ["update"],
+    }
