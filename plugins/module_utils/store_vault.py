@@ -207,6 +207,10 @@ class VaultKVStore(TokenStore):
         except hvac_exc.InvalidRequest as exc:
             if is_cas_mismatch(exc):
                 return False
+            if cas is None and "check-and-set parameter required" in _short(exc):
+                # The mount has cas_required=true: an unconditional write becomes a CAS on what is there.
+                current = self._read(path)
+                return self._write(path, data, cas=current[1] if current else 0)
             raise StoreUnavailable("Vault refused a token store write: %s" % _short(exc)) from None
         except hvac_exc.InvalidPath:
             raise StoreUnavailable(
@@ -333,7 +337,8 @@ class VaultKVStore(TokenStore):
         if fresh is None or fresh.version != expected_version:
             return None
         with self._lock:
-            return fresh, self._bases[fresh.secret_hash]
+            base = self._bases.get(fresh.secret_hash)
+        return None if base is None else (fresh, base)
 
     def _locate(self, record: TokenRecord, expected_version: int) -> Optional[Tuple[TokenRecord, int]]:
         found = self._current(record.id, expected_version)
@@ -391,10 +396,7 @@ class VaultKVStore(TokenStore):
         except StoreUnavailable:
             # The write may have landed before the connection broke: look before reporting failure,
             # or the service would revoke a certificate the token now points to.
-            try:
-                current = self._load(record.secret_hash, follow=False)
-            except StoreUnavailable:
-                raise
+            current = self._load(record.secret_hash, follow=False)  # may raise StoreUnavailable again
             if current is None or current.certificate_id != certificate.id:
                 raise
             won = True

@@ -353,3 +353,19 @@ def test_printed_policy_grants_exactly_these_paths():
         "pki/roles/frontdoor-*": ["update"],
         "pki/revoke": ["update"],
     }
+
+
+def test_kv_mount_with_cas_required(bao, make_vault_service):
+    """A hardened KV mount (cas_required=true) refuses unconditional writes; the store copes."""
+    mount = "kvcas"
+    if mount + "/" not in bao.root("GET", "sys/mounts").json()["data"]:
+        bao.root("POST", "sys/mounts/" + mount, json={"type": "kv", "options": {"version": "2"}})
+        bao.root("POST", mount + "/config", json={"cas_required": True})
+    service, _ = make_vault_service(bao, kvMount=mount)
+    record, secret = service.create_token("default", name="cas", common_name="cas")
+    record, secret = service.refresh_token("default", record.id)
+    service.update_token("default", record.id, {"name": "cas-renamed"})
+    result = service.redeem("default", secret, make_csr(shared_key("p256", 16), cn="x"))
+    service.revoke_certificate("default", result.certificate.id)
+    assert service.list_tokens("default", status="redeemed").total == 1
+    assert [s for s, _ in service.store.revoked_serials("default")] == [result.certificate.serial_number]
