@@ -1,8 +1,34 @@
-"""Assertions on registered task results (shared by the playbook tests)."""
+"""Shared by the playbook tests: paths, a clean Ansible environment, assertions on task results."""
 
 from __future__ import annotations
 
-from typing import Any, Dict
+import os
+import sys
+from typing import Any, Dict, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.dirname(sys.executable)
+
+
+def ansible_env(collections_dir: str, home: str, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """A clean environment: no FRONTDOOR_/VAULT_/BAO_ variables leak in from the caller."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("FRONTDOOR_", "VAULT_", "BAO_", "ANSIBLE_"))}
+    env.update(
+        PATH=BIN + os.pathsep + env.get("PATH", ""),
+        HOME=home,
+        ANSIBLE_COLLECTIONS_PATH=collections_dir,
+        ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false",
+        ANSIBLE_LOCAL_TEMP=os.path.join(home, "ansible-local"),
+        ANSIBLE_REMOTE_TEMP=os.path.join(home, "ansible-remote"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_RETRY_FILES_ENABLED="false",
+        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
+        ANSIBLE_LOCALHOST_WARNING="false",
+    )
+    env.update(extra or {})
+    return env
 
 
 def ok(result: Dict[str, Any]) -> Dict[str, Any]:

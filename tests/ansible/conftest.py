@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pytest
 import yaml
+from ansible_helpers import BIN, ROOT, ansible_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.path.dirname(sys.executable)
 PLAYBOOK_TIMEOUT = 300
 
 
@@ -28,27 +26,6 @@ def collections_dir(tmp_path_factory) -> str:
     os.makedirs(base / "ansible_collections" / "frontdoor")
     os.symlink(ROOT, base / "ansible_collections" / "frontdoor" / "pki")
     return str(base)
-
-
-def ansible_env(collections_dir: str, home: str, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    """A clean environment: no FRONTDOOR_/VAULT_/BAO_ variables leak in from the caller."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("FRONTDOOR_", "VAULT_", "BAO_", "ANSIBLE_"))}
-    env.update(
-        PATH=BIN + os.pathsep + env.get("PATH", ""),
-        HOME=home,
-        ANSIBLE_COLLECTIONS_PATH=collections_dir,
-        ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false",
-        ANSIBLE_LOCAL_TEMP=os.path.join(home, "ansible-local"),
-        ANSIBLE_REMOTE_TEMP=os.path.join(home, "ansible-remote"),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_RETRY_FILES_ENABLED="false",
-        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
-        ANSIBLE_LOCALHOST_WARNING="false",
-    )
-    env.update(extra or {})
-    return env
 
 
 class Runner:

@@ -9,7 +9,7 @@ import sys
 import tarfile
 
 import pytest
-from conftest import BIN, ROOT, ansible_env
+from ansible_helpers import BIN, ROOT, ansible_env
 from support.gateway import run_gateway
 
 pytestmark = pytest.mark.ansible
