@@ -101,6 +101,10 @@ def check_libraries(module, need_cryptography: bool = False) -> None:
 def fail_from_error(module, exc: FrontdoorError, context: Optional[str] = None, **extra) -> None:
     """fail_json whose msg says the cause and what to do, and whose error_code is the gateway's code."""
     message = exc.message
+    if exc.code == "unauthorized" and "api_token" not in message:
+        # only a gateway says this; tell the playbook author which option it is about
+        message += (" Check api_token (or FRONTDOOR_API_TOKEN): it must be the gateway's admin token or an API "
+                    "token the gateway's configuration declares.")
     if context:
         message = "%s: %s" % (context, message)
     result = dict(extra)

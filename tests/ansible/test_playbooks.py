@@ -189,7 +189,8 @@ def test_gateway_permission_denied_and_unreachable(play, gateway):
         ("down", {"frontdoor.pki.certificate_request_token_info": {"gateway_url": "http://127.0.0.1:9",
                                                                    "api_token": "x" * 20}}),
     ], module_defaults={"gateway_url": gateway.url})
-    failed_with(r["bad_token"], "unauthorized")
+    msg = failed_with(r["bad_token"], "unauthorized")
+    assert "not valid" in msg and "FRONTDOOR_API_TOKEN" in msg
     msg = failed_with(r["no_token"], "unauthorized")
     assert "FRONTDOOR_API_TOKEN" in msg
     msg = failed_with(r["down"], "gateway_unavailable")
