@@ -213,3 +213,35 @@ def test_environment_fallbacks_and_secrets_stay_out_of_the_output(play, gateway,
     assert gateway.admin_token not in output
     assert "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in output  # the redeem task's token argument, censored
     assert secret not in gateway.log()
+
+
+def test_vault_approle_login(play, tmp_path, request):
+    """backend: vault with vault_auth_method: approle, as community.hashi_vault users configure it."""
+    import secrets
+
+    from support.openbao import session_server
+
+    server = session_server(request)
+    data = server.vault_config(state_dir=str(tmp_path / "state"))
+    (policy,) = server.tokens[data["vault"]["token"]]
+    if "approle/" not in server.root("GET", "sys/auth").json()["data"]:
+        server.root("POST", "sys/auth/approle", json={"type": "approle"})
+    role = "fd-ansible-" + secrets.token_hex(4)
+    server.root("POST", "auth/approle/role/%s" % role, json={"token_policies": [policy], "token_ttl": "1h"})
+    role_id = server.root("GET", "auth/approle/role/%s/role-id" % role).json()["data"]["role_id"]
+    secret_id = server.root("POST", "auth/approle/role/%s/secret-id" % role).json()["data"]["secret_id"]
+    defaults = {"backend": "vault", "state_dir": str(tmp_path / "state"), "vault_url": server.url,
+                "vault_auth_method": "approle", "vault_role_id": role_id, "vault_secret_id": secret_id,
+                "kv_prefix": data["vault"]["kvPrefix"]}
+    r, proc = play.run([
+        ("create", {"frontdoor.pki.certificate_request_token": {"name": "approle", "common_name": "approle"}}),
+        ("redeem", {"frontdoor.pki.client_certificate": {"token": "{{ create.token.token }}",
+                                                         "privatekey_path": str(tmp_path / "k.pem"),
+                                                         "path": str(tmp_path / "c.pem")}}),
+        ("wrong_secret", {"frontdoor.pki.certificate_request_token_info": {"vault_secret_id": "not-" + secret_id}}),
+    ], module_defaults=defaults, extra_args=["-v"])
+    assert ok(r["create"])["changed"] is True
+    assert ok(r["redeem"])["common_name"] == "approle"
+    assert r["wrong_secret"]["failed"] is True and r["wrong_secret"].get("error_code")
+    assert "AppRole" in r["wrong_secret"]["msg"]
+    assert secret_id not in proc.stdout + proc.stderr
