@@ -264,7 +264,8 @@ class VaultPKISigner(Signer):
             return c.adapter.get("/v1/%s/cert/ca_chain" % self.mount)
 
         try:
-            response = self.client.call(run, SignerUnavailable, "reading the CA chain of mount %s" % self.mount)
+            response = self.client.call(run, SignerUnavailable, "reading the CA chain of mount %s" % self.mount,
+                                        idempotent=True)
         except (hvac_exc.InvalidRequest, hvac_exc.InvalidPath):
             raise SignerUnavailable(
                 "PKI mount %r has no CA: generate or import a root/intermediate and set a default issuer." % self.mount
@@ -316,7 +317,7 @@ class VaultPKISigner(Signer):
         def run(c):
             return hvac_adapters.RawAdapter.request(c.adapter, "GET", "/v1/%s/crl" % self.mount)
 
-        response = self.client.call(run, SignerUnavailable, "fetching the CRL of mount %s" % self.mount)
+        response = self.client.call(run, SignerUnavailable, "fetching the CRL of mount %s" % self.mount, idempotent=True)
         return bytes(response.content)
 
     def ping(self) -> None:

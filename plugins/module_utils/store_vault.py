@@ -190,7 +190,7 @@ class VaultKVStore(TokenStore):
             return c.secrets.kv.v2.read_secret_version(path=path, mount_point=self.mount, raise_on_deleted_version=True)
 
         try:
-            response = self.client.call(run, StoreUnavailable, "reading the token store")
+            response = self.client.call(run, StoreUnavailable, "reading the token store", idempotent=True)
         except hvac_exc.InvalidPath:
             return None
         except hvac_exc.InvalidRequest as exc:
@@ -223,7 +223,7 @@ class VaultKVStore(TokenStore):
             return c.secrets.kv.v2.delete_metadata_and_all_versions(path=path, mount_point=self.mount)
 
         try:
-            self.client.call(run, StoreUnavailable, "deleting from the token store")
+            self.client.call(run, StoreUnavailable, "deleting from the token store", idempotent=True)
         except hvac_exc.InvalidPath:
             pass
         except hvac_exc.InvalidRequest as exc:
@@ -234,7 +234,7 @@ class VaultKVStore(TokenStore):
             return c.secrets.kv.v2.list_secrets(path=path, mount_point=self.mount)
 
         try:
-            response = self.client.call(run, StoreUnavailable, "listing the token store")
+            response = self.client.call(run, StoreUnavailable, "listing the token store", idempotent=True)
         except hvac_exc.InvalidPath:
             return []
         except hvac_exc.InvalidRequest as exc:

@@ -162,7 +162,7 @@ class VaultClient:
             self._logged_in = True
 
     # -- calls -------------------------------------------------------------------
-    def call(self, fn: Callable[[hvac.Client], T], kind: Type[FrontdoorError], what: str) -> T:
+    def call(self, fn: Callable[[hvac.Client], T], kind: Type[FrontdoorError], what: str, idempotent: bool = False) -> T:
         """Run ``fn(hvac_client)``, mapping failures to ``kind`` (StoreUnavailable or SignerUnavailable).
 
         hvac exceptions that callers handle themselves (CAS mismatch, 404) are re-raised untouched
@@ -170,19 +170,27 @@ class VaultClient:
         """
         if not self._logged_in:
             self._login(kind)
-        for attempt in (0, 1):
+        dropped_retry = idempotent
+        relogged = False
+        for _attempt in range(3):
             try:
                 return fn(self.hvac)
             except (hvac_exc.InvalidPath, hvac_exc.InvalidRequest):
                 raise  # the caller decides: missing key, CAS conflict, bad parameter
             except hvac_exc.Forbidden as exc:
-                if self.settings.auth_method == "approle" and attempt == 0:
+                if self.settings.auth_method == "approle" and not relogged:
+                    relogged = True
                     self._login(kind)  # the AppRole token expired: log in again once
                     continue
                 raise _mapped(exc, kind, self.settings.url, what) from None
             except hvac_exc.VaultError as exc:
                 raise _mapped(exc, kind, self.settings.url, what) from None
             except requests.RequestException as exc:
+                if dropped_retry and _dropped(exc):
+                    # A pooled keep-alive connection the server had just closed: a read can safely go again
+                    # (a write is never resent: it may have been applied).
+                    dropped_retry = False
+                    continue
                 raise _network(exc, kind, self.settings, what) from None
         raise kind("Vault kept refusing while %s." % what)  # pragma: no cover - loop always returns/raises
 
@@ -242,6 +250,16 @@ def _timed_out(exc: requests.RequestException) -> bool:
     if isinstance(reason, urllib3_exc.NewConnectionError):  # a subclass of ConnectTimeoutError, but refused
         return False
     return isinstance(reason, (urllib3_exc.ReadTimeoutError, urllib3_exc.ConnectTimeoutError))
+
+
+def _dropped(exc: requests.RequestException) -> bool:
+    """The server closed the connection without answering (not a timeout, not a refused connect)."""
+    if not isinstance(exc, requests.ConnectionError) or _timed_out(exc):
+        return False
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)
+    return isinstance(reason, urllib3_exc.ProtocolError) or "RemoteDisconnected" in repr(reason) or \
+        "Connection aborted" in repr(reason)
 
 
 def _network(exc: requests.RequestException, kind: Type[FrontdoorError], settings: VaultSettings, what: str) -> FrontdoorError:

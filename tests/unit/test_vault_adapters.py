@@ -387,3 +387,28 @@ def test_record_write_with_lost_answer_is_checked_by_reading(landed):
     else:
         with pytest.raises(StoreUnavailable):
             store.record_redemption(dataclasses.replace(done, certificate_id=cert.id), 1, cert)
+
+
+def _dropped_connection():
+    import http.client
+
+    import urllib3
+
+    return requests.ConnectionError(urllib3.exceptions.ProtocolError(
+        "Connection aborted.", http.client.RemoteDisconnected("Remote end closed connection without response")))
+
+
+@responses.activate
+def test_a_read_on_a_connection_the_server_closed_goes_again_once():
+    responses.add(responses.GET, KV_READ, body=_dropped_connection())
+    responses.add(responses.GET, KV_READ, json={"errors": []}, status=404)
+    assert VaultKVStore(client(), "secret", "frontdoor").find_token_by_hash("a" * 64) is None
+    assert len(responses.calls) == 2
+
+
+@responses.activate
+def test_a_write_on_a_connection_the_server_closed_is_never_resent():
+    responses.add(responses.POST, re.compile(URL + r"/v1/secret/data/fd/.*"), body=_dropped_connection())
+    with pytest.raises(StoreUnavailable, match="could not be reached"):
+        VaultKVStore(client(), "secret", "fd").create_token(_token())
+    assert len(responses.calls) == 1
