@@ -146,10 +146,12 @@ class OpenBao:
                                                          "no_default_policy": True, "ttl": "24h"})
 
     # -- API as root -------------------------------------------------------------------------
-    def root(self, method: str, path: str, **kwargs) -> requests.Response:
+    def root(self, method: str, path: str, namespace: Optional[str] = None, **kwargs) -> requests.Response:
         kwargs.setdefault("timeout", 30)
-        response = self.session.request(method, "%s/v1/%s" % (self.url, path),
-                                        headers={"X-Vault-Token": self.root_token}, **kwargs)
+        headers = {"X-Vault-Token": self.root_token}
+        if namespace:
+            headers["X-Vault-Namespace"] = namespace
+        response = self.session.request(method, "%s/v1/%s" % (self.url, path), headers=headers, **kwargs)
         if response.status_code >= 400:
             raise RuntimeError("%s %s -> %s %s" % (method, path, response.status_code, response.text[:500]))
         return response
@@ -167,15 +169,33 @@ class OpenBao:
         elif (secret.get("options") or {}).get("version") != "2":
             raise RuntimeError("secret/ is not KV v2 on this server")
 
-    def token_for_policy(self, hcl: str, name: Optional[str] = None) -> str:
+    def setup_namespace(self, namespace: str) -> None:
+        """A namespace with its own PKI mount (EC root) and KV v2 at ``secret``."""
+        listed = self.session.request("LIST", "%s/v1/sys/namespaces" % self.url,
+                                      headers={"X-Vault-Token": self.root_token}, timeout=30)
+        keys = listed.json().get("data", {}).get("keys") or [] if listed.status_code == 200 else []
+        if namespace + "/" not in keys:
+            self.root("POST", "sys/namespaces/%s" % namespace, json={})
+            self.root("POST", "sys/mounts/pki", namespace=namespace,
+                      json={"type": "pki", "config": {"max_lease_ttl": "87600h"}})
+            self.root("POST", "pki/root/generate/internal", namespace=namespace, json={
+                "common_name": "%s root (%s)" % (ROOT_CA_CN, namespace), "key_type": "ec", "key_bits": 256,
+                "ttl": "87600h"})
+            self.root("POST", "sys/mounts/secret", namespace=namespace, json={"type": "kv", "options": {"version": "2"}})
+
+    def token_for_policy(self, hcl: str, name: Optional[str] = None, namespace: Optional[str] = None) -> str:
         """Write ``hcl`` as a policy and return a token that has it and nothing else."""
         name = name or "frontdoor-" + secrets.token_hex(6)
-        self.root("PUT", "sys/policies/acl/%s" % name, json={"policy": hcl})
-        self.policies[name] = hcl
+        self.root("PUT", "sys/policies/acl/%s" % name, namespace=namespace, json={"policy": hcl})
+        if not namespace:
+            self.policies[name] = hcl
         # a custom id (root may set one) so that restart() can re-create the same token
-        token = self.root("POST", "auth/token/create", json={
-            "id": "fdt-" + secrets.token_urlsafe(18), "policies": [name], "no_default_policy": True, "ttl": "24h",
-        }).json()["auth"]["client_token"]
+        request = {"policies": [name], "no_default_policy": True, "ttl": "24h"}
+        if not namespace:  # custom ids only exist in the root namespace
+            request["id"] = "fdt-" + secrets.token_urlsafe(18)
+        token = self.root("POST", "auth/token/create", namespace=namespace, json=request).json()["auth"]["client_token"]
+        if namespace:
+            return token
         self.tokens[token] = [name]
         return token
 
@@ -192,7 +212,7 @@ class OpenBao:
             "frontdoors": frontdoors or [{"id": "default", "signer": {"type": "vault"}}],
         }
         config = load_config(state_dir=state_dir or self.dir, env={}, data=dict(data, vault=dict(data["vault"], token="x")))
-        data["vault"]["token"] = self.token_for_policy(render_policy(config))
+        data["vault"]["token"] = self.token_for_policy(render_policy(config), namespace=vault.get("namespace"))
         return data
 
     def certificate_count(self, mount: str = "pki") -> int:

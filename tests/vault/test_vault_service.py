@@ -369,3 +369,16 @@ def test_kv_mount_with_cas_required(bao, make_vault_service):
     service.revoke_certificate("default", result.certificate.id)
     assert service.list_tokens("default", status="redeemed").total == 1
     assert [s for s, _ in service.store.revoked_serials("default")] == [result.certificate.serial_number]
+
+
+def test_namespace(bao, make_vault_service):
+    """vault.namespace: everything (KV, PKI, policy, token) lives in the namespace."""
+    bao.setup_namespace("team-a")
+    service, data = make_vault_service(bao, namespace="team-a")
+    prefix = data["vault"]["kvPrefix"]
+    _, secret = service.create_token("default", name="ns", common_name="ns")
+    result = service.redeem("default", secret, make_csr(shared_key("p256", 17), cn="x"))
+    assert "team-a" in load_cert(result.certificate.ca_chain[-1]).subject.rfc4514_string()
+    assert bao.kv_dump(path=prefix + "/") == {}  # nothing in the root namespace's secret/
+    inside = bao.root("LIST", "secret/metadata/%s/t" % prefix, namespace="team-a").json()["data"]["keys"]
+    assert len(inside) == 1
