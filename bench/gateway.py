@@ -132,7 +132,7 @@ def start_gateway(state_dir: str, config: Optional[dict] = None, workers: int = 
         if ok:
             # With several workers the first answer comes from the first worker up: give the others a moment.
             healthy_since = healthy_since or time.monotonic()
-            if workers <= 1 or len(gateway.pids()) > workers or time.monotonic() - healthy_since > 3:
+            if workers <= 1 or len(gateway.pids()) >= workers or time.monotonic() - healthy_since > 3:
                 time.sleep(0.3 if workers > 1 else 0)
                 return gateway
         if time.monotonic() > deadline:

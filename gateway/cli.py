@@ -199,18 +199,23 @@ def cmd_serve(args) -> int:
     )
     from .fastpath import no_delay_protocol
 
-    uvicorn.run(
-        "frontdoor_gateway.app:app_factory",
+    options = dict(
         factory=True,
         http=no_delay_protocol(),  # TCP_NODELAY also with --workers (else 40 ms per response)
         host=args.host,
         port=args.port,
-        workers=args.workers,
         log_config=log_config(args.log_level, not args.no_access_log),
         access_log=not args.no_access_log,
         server_header=False,
         timeout_graceful_shutdown=10,
     )
+    if args.workers > 1:
+        from .prefork import serve
+
+        # no supervisor process: two workers are two processes (see prefork.py)
+        serve(uvicorn.Config("frontdoor_gateway.app:app_factory", **options), args.workers)
+    else:
+        uvicorn.run("frontdoor_gateway.app:app_factory", **options)
     return 0
 
 
