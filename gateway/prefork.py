@@ -77,11 +77,25 @@ def serve(config: uvicorn.Config, workers: int) -> None:
             finally:
                 os._exit(code)
         children.append(pid)
+    for pid in children:  # threads only after the last fork
+        _reap_in_background(pid)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         _stop(children)
         sock.close()
+
+
+def _reap_in_background(pid: int) -> None:
+    """Log (and reap) a worker that exits while the others keep serving."""
+    def run():
+        try:
+            _pid, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            return
+        log.warning("worker %d exited (status %d); the other workers keep serving", pid, status)
+
+    threading.Thread(target=run, name="frontdoor-reap-%d" % pid, daemon=True).start()
 
 
 def _stop(children: List[int], timeout: float = 15.0) -> None:
