@@ -25,6 +25,7 @@ import datetime as _dt
 import hashlib
 import json
 import math
+import re
 import threading
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
@@ -99,6 +100,11 @@ def vault_serial(serial_hex: str) -> str:
     return ":".join(value[i:i + 2] for i in range(0, len(value), 2))
 
 
+def _path_safe(value: Optional[str]) -> str:
+    """A subject value as a role-name fragment: letters, digits, '-', '_' and '.' only."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", value or "")
+
+
 def _split_pems(text: str) -> List[str]:
     marker = "-----END CERTIFICATE-----"
     return [part.strip() + "\n" + marker + "\n" for part in text.split(marker) if "BEGIN CERTIFICATE" in part]
@@ -119,6 +125,15 @@ class VaultPKISigner(Signer):
                 "invalid_request",
                 "frontdoor %s: signer.manageRoles is false, so set signer.role or signer.roleTemplate." % frontdoor_id,
             )
+        if role_template is not None:
+            try:
+                role_template.format(organization="o", organizationalUnit="ou", hash="0" * 16, frontdoor=frontdoor_id)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise FrontdoorError(
+                    "invalid_request",
+                    "frontdoor %s: signer.roleTemplate %r is not valid (%s); use {organization}, "
+                    "{organizationalUnit}, {hash} and {frontdoor}." % (frontdoor_id, role_template, exc),
+                ) from None
         self.client = client
         self.frontdoor_id = frontdoor_id
         self.mount = mount.strip("/")
@@ -140,7 +155,7 @@ class VaultPKISigner(Signer):
             return self.role
         digest = hashlib.sha256(("%s\x00%s" % (organization or "", organizational_unit or "")).encode()).hexdigest()[:16]
         return self.role_template.format(
-            organization=organization or "", organizationalUnit=organizational_unit or "", hash=digest,
+            organization=_path_safe(organization), organizationalUnit=_path_safe(organizational_unit), hash=digest,
             frontdoor=self.frontdoor_id,
         )
 

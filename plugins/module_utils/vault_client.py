@@ -41,7 +41,7 @@ DEFAULT_TIMEOUT = 10.0
 DEFAULT_KV_MOUNT = "secret"
 DEFAULT_KV_PREFIX = "frontdoor"
 DEFAULT_PKI_MOUNT = "pki"
-POOL_MAXSIZE = 32  # connections kept per host: more than the gateway's worker threads
+POOL_MAXSIZE = 64  # connections kept per host: more than the gateway's worker threads (anyio: 40)
 
 _CAS_MISMATCH = "check-and-set parameter did not match"
 

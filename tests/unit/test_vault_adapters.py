@@ -412,3 +412,10 @@ def test_a_write_on_a_connection_the_server_closed_is_never_resent():
     with pytest.raises(StoreUnavailable, match="could not be reached"):
         VaultKVStore(client(), "secret", "fd").create_token(_token())
     assert len(responses.calls) == 1
+
+
+def test_role_template_is_validated_and_path_safe():
+    with pytest.raises(FrontdoorError, match="roleTemplate"):
+        VaultPKISigner(client(), "default", "pki", manage_roles=False, role_template="x-{org}")
+    signer = VaultPKISigner(client(), "default", "pki", manage_roles=False, role_template="p-{organization}-{organizationalUnit}")
+    assert signer.role_for("Example Corp/EU", "R&D") == "p-Example-Corp-EU-R-D"
