@@ -471,7 +471,7 @@ class FrontdoorService:
                 name=claimed.name,
             )
             issued = signer.sign(request)
-            cert = self._check_issued(issued, request)
+            cert = self._check_issued(issued, request, key_hash)
         except Exception as exc:  # noqa: BLE001 - whatever the signer did, the token must survive
             self._release(claimed)
             if isinstance(exc, FrontdoorError):
@@ -552,8 +552,8 @@ class FrontdoorService:
             serial=certificate.serial_number, reason=why, outcome=outcome,
         )
 
-    def _check_issued(self, issued, request: SignRequest) -> x509.Certificate:
-        """The signer must have issued exactly what the rules decided."""
+    def _check_issued(self, issued, request: SignRequest, key_hash: Optional[str] = None) -> x509.Certificate:
+        """The signer must have issued exactly what the rules decided (``key_hash``: the CSR key's, if known)."""
         def refuse(what):
             raise FrontdoorError(
                 "signer_error",
@@ -567,7 +567,7 @@ class FrontdoorService:
             refuse("unreadable certificate")
         if csrmod.certificate_subject(cert).as_tuple() != request.subject.as_tuple():
             refuse("subject differs")
-        if csrmod.public_key_sha256(cert.public_key()) != csrmod.public_key_sha256(request.csr.public_key()):
+        if csrmod.public_key_sha256(cert.public_key()) != (key_hash or csrmod.public_key_sha256(request.csr.public_key())):
             refuse("public key differs")
         if cert.not_valid_after_utc > request.not_after + _dt.timedelta(seconds=120):
             refuse("validity longer than allowed")
