@@ -54,7 +54,7 @@ class Profile:
         self.latency_batches = 4 if quick else 10
         self.latency_batch = 50 if quick else 100
         # requests made per row and second of measurement: above what this machine class does (2 cores)
-        self.max_rate = {"raw1": 2000, "raw8": 4000, "emb1": 1500, "emb8": 4500, "bao1": 600, "bao8": 1500}
+        self.max_rate = {"raw1": 2000, "raw8": 4000, "emb1": 1500, "emb8": 4500, "bao1": 250, "bao8": 500}
 
 
 def machine_info() -> Dict[str, object]:
@@ -125,16 +125,18 @@ class Pool:
         self.used += result.sent
 
 
-def run_row(url: str, pool: Pool, clients: int, seconds: float, check, cpu_pids) -> Dict[str, object]:
-    cpu0 = sum(process_cpu_seconds(p) for p in cpu_pids())
+def run_row(url: str, pool: Pool, clients: int, seconds: float, check, cpu_groups) -> Dict[str, object]:
+    """One timed row. ``cpu_groups``: name -> callable giving the PIDs whose CPU time counts as server."""
+    before = {name: sum(process_cpu_seconds(p) for p in pids()) for name, pids in cpu_groups.items()}
     result = run_load(url, pool.take(), clients, duration=seconds, check=check)
-    server_cpu = sum(process_cpu_seconds(p) for p in cpu_pids()) - cpu0
+    used = {name: sum(process_cpu_seconds(p) for p in pids()) - before[name] for name, pids in cpu_groups.items()}
     pool.consumed(result)
     if pool.used >= len(pool.requests) and result.wall < seconds * 0.9:
         print("  (row ran out of pre-made requests after %.1f s: rate still valid, sample smaller)" % result.wall)
     row = result.summary()
-    row["server_cpu_s"] = round(server_cpu, 3)
-    row["server_cpu_us_per_req"] = round(server_cpu / result.sent * 1e6, 1) if result.sent else None
+    row["server_cpu_s"] = round(sum(used.values()), 3)
+    row["server_cpu_s_by_process"] = {k: round(v, 3) for k, v in used.items()}
+    row["server_cpu_us_per_req"] = round(row["server_cpu_s"] / result.sent * 1e6, 1) if result.sent else None
     row["latencies"] = result.latencies
     return row
 
@@ -145,6 +147,10 @@ def merge_rounds(rounds: List[Dict[str, object]]) -> Dict[str, object]:
     sent = sum(r["sent"] for r in rounds)
     client_cpu = sum(r["client_cpu_s"] for r in rounds)
     server_cpu = sum(r["server_cpu_s"] for r in rounds)
+    by_process: Dict[str, float] = {}
+    for r in rounds:
+        for name, value in r["server_cpu_s_by_process"].items():
+            by_process[name] = by_process.get(name, 0.0) + value
     return {
         "clients": rounds[0]["clients"],
         "rate_per_s": round(statistics.median(r["rate_per_s"] for r in rounds), 1),
@@ -154,6 +160,7 @@ def merge_rounds(rounds: List[Dict[str, object]]) -> Dict[str, object]:
         "client_cpu_us_per_req": round(client_cpu / sent * 1e6, 1) if sent else None,
         "client_cpu_share_of_one_core": round(client_cpu / sum(r["wall_s"] for r in rounds), 3),
         "server_cpu_us_per_req": round(server_cpu / sent * 1e6, 1) if sent else None,
+        "server_cpu_us_per_req_by_process": {k: round(v / sent * 1e6, 1) for k, v in by_process.items()} if sent else {},
         "error_samples": [e for r in rounds for e in r["error_samples"]][:5],
     }
 
@@ -335,9 +342,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             reqs = [build_request("POST", host, "/frontdoor/default/certificate-request-tokens",
                                   {"name": "http-%d" % i, "commonName": "http-%d" % i},
                                   {"Authorization": "Bearer %s" % gateway.admin_token}) for i in range(20_000)]
-            pids = gateway.pids if name == "create8_emb" else (lambda g=gateway: g.pids() + [bao.process.pid])
+            groups = {"gateway": gateway.pids}
+            if name == "create8_bao":
+                groups["openbao"] = lambda: [bao.process.pid]
             rows[name] = merge_rounds([run_row(gateway.url, Pool(reqs), 8, profile.seconds / 2,
-                                               lambda s, b: None if b'"token"' in b else "no token", pids)])
+                                               lambda s, b: None if b'"token"' in b else "no token", groups)])
 
         # ---- 1-2. throughput rounds -------------------------------------------------------------------
         order = ["raw1", "raw8", "emb1", "emb8", "bao1", "bao8"] if vault else ["emb1", "emb8"]
@@ -347,12 +356,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             for key in order:
                 clients = 1 if key.endswith("1") else 8
                 if key.startswith("raw"):
-                    url, check, pids = bao.url, _check_raw, (lambda: [bao.process.pid])
+                    url, check, groups = bao.url, _check_raw, {"openbao": lambda: [bao.process.pid]}
                 elif key.startswith("emb"):
-                    url, check, pids = emb.url, _check_gateway, emb.pids
+                    url, check, groups = emb.url, _check_gateway, {"gateway": emb.pids}
                 else:
-                    url, check, pids = vgw.url, _check_gateway, (lambda: vgw.pids() + [bao.process.pid])
-                row = run_row(url, pools[key], clients, profile.seconds, check, pids)
+                    url, check = vgw.url, _check_gateway
+                    groups = {"gateway": vgw.pids, "openbao": lambda: [bao.process.pid]}
+                row = run_row(url, pools[key], clients, profile.seconds, check, groups)
                 per_round[key].append(row)
                 print("  %-5s %2d clients %8.1f /s  p50 %6.2f ms  p99 %7.2f ms  errors %d" % (
                     key, clients, row["rate_per_s"], row["p50_ms"], row["p99_ms"], row["errors"]), flush=True)

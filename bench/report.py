@@ -109,6 +109,10 @@ def table(results: dict) -> str:
     if "engine_redeem" in results["inprocess"]:
         lines.append("  embedded / in-process engine  %s (engine on 1 thread)" % _ratio(
             rows["emb8"]["rate_per_s"], results["inprocess"]["engine_redeem"]["per_s"]))
+    if "bao8" in rows and "raw8" in rows:
+        split = rows["bao8"].get("server_cpu_us_per_req_by_process", {})
+        lines.append("  CPU per OpenBao-backed redemption: gateway %s us + OpenBao %s us (raw pki/sign: OpenBao %s us)" % (
+            _num(split.get("gateway")), _num(split.get("openbao")), _num(rows["raw8"].get("server_cpu_us_per_req"))))
     for name, lat in results["latency"].items():
         lines.append("  p50 %s / %s stored (%s)  %s" % (lat["labels"][1], lat["labels"][0], name, lat["ratio_p50"]))
     check = results.get("single_use_check")
