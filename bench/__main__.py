@@ -51,8 +51,8 @@ class Profile:
         self.many_local = 20_000 if quick else 100_000  # stored tokens for the latency ratio (embedded)
         self.few = 1_000
         self.many_vault = 3_000 if quick else 10_000
-        self.latency_batches = 4 if quick else 10
-        self.latency_batch = 50 if quick else 100
+        self.latency_batches = 4 if quick else 10  # alternating batches per latency pair
+        self.latency_batch = 25 if quick else 50  # redemptions per batch and label
         # requests made per row and second of measurement: above what this machine class does (2 cores)
         self.max_rate = {"raw1": 2000, "raw8": 4000, "emb1": 1500, "emb8": 4500, "bao1": 250, "bao8": 500}
 
@@ -269,7 +269,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         need = {k: int(v * secs) for k, v in profile.max_rate.items()}
         if not vault:
             need.update(raw1=0, raw8=0, bao1=0, bao8=0)
-        lat_n = profile.latency_batches * profile.latency_batch
+        lat_n = profile.latency_batches * profile.latency_batch  # redemptions per latency label
         n_csrs = sum(v for k, v in need.items() if not k.startswith("raw")) + 4 * lat_n + 20_000
         print("bench: generating %d CSRs (P-256, each its own key)..." % n_csrs, flush=True)
         t0 = time.perf_counter()
@@ -393,13 +393,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             service = inprocess_service(gateway.state_dir)
             t0 = time.perf_counter()
             inprocess.create_tokens(service, count, "bg")  # background tokens
-            secrets = inprocess.create_tokens(service, lat_n // 2 + 1, "lat")
+            secrets = inprocess.create_tokens(service, lat_n, "lat")
             service.close()
             print("  %s: %d tokens in %.1f s" % (label, count, time.perf_counter() - t0), flush=True)
             pair.append((gateway, secrets))
         results["latency"]["embedded"] = latency_pair(
             "%dk" % (profile.few // 1000), pair[0][0], pair[0][1], "%dk" % (profile.many_local // 1000), pair[1][0],
-            pair[1][1], take_csrs(lat_n), profile.latency_batches, profile.latency_batch // 2 * 2)
+            pair[1][1], take_csrs(2 * lat_n), profile.latency_batches, profile.latency_batch)
         results["memory"]["embedded_%dk" % (profile.many_local // 1000)] = pair[1][0].memory()
         for gateway, _ in pair:
             gateway.stop()
@@ -415,13 +415,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                 service = inprocess_service(gateway.state_dir, config)
                 t0 = time.perf_counter()
                 create_vault_tokens(service, count, "bg")
-                secrets = create_vault_tokens(service, lat_n // 2 + 16, "lat")
+                secrets = create_vault_tokens(service, lat_n, "lat")
                 service.close()
                 print("  %s: %d tokens in %.1f s" % (label, count, time.perf_counter() - t0), flush=True)
                 pair.append((gateway, secrets))
             results["latency"]["vault"] = latency_pair(
                 "%dk" % (profile.few // 1000), pair[0][0], pair[0][1], "%dk" % (profile.many_vault // 1000),
-                pair[1][0], pair[1][1], take_csrs(lat_n), profile.latency_batches, profile.latency_batch)
+                pair[1][0], pair[1][1], take_csrs(2 * lat_n), profile.latency_batches, profile.latency_batch)
             for gateway, _ in pair:
                 gateway.stop()
                 gateways.remove(gateway)
