@@ -109,6 +109,10 @@ def table(results: dict) -> str:
     if "engine_redeem" in results["inprocess"]:
         lines.append("  embedded / in-process engine  %s (engine on 1 thread)" % _ratio(
             rows["emb8"]["rate_per_s"], results["inprocess"]["engine_redeem"]["per_s"]))
+    if "raw8" in rows and rows["raw8"].get("server_cpu_us_per_req") and rows["emb8"].get("server_cpu_us_per_req"):
+        lines.append("  server CPU per request, embedded redemption / raw sign  %s  (%s us / %s us)" % (
+            _ratio(rows["emb8"]["server_cpu_us_per_req"], rows["raw8"]["server_cpu_us_per_req"]),
+            _num(rows["emb8"]["server_cpu_us_per_req"]), _num(rows["raw8"]["server_cpu_us_per_req"])))
     if "bao8" in rows and "raw8" in rows:
         split = rows["bao8"].get("server_cpu_us_per_req_by_process", {})
         lines.append("  CPU per OpenBao-backed redemption: gateway %s us + OpenBao %s us (raw pki/sign: OpenBao %s us)" % (
