@@ -53,15 +53,61 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=run, name="frontdoor-parent-watch", daemon=True).start()
 
 
-def serve(config: uvicorn.Config, workers: int) -> None:
-    """Bind once, fork ``workers - 1`` children, serve in every process; return when stopped."""
-    sock = config.bind_socket()
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        # accepted connections inherit it (uvicorn's protocol class sets it too, per connection)
+def _listener(host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        # accepted connections inherit it (the protocol class also sets it per connection)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def bind_listeners(config: uvicorn.Config, workers: int) -> List[socket.socket]:
+    """One listening socket per worker on the same port (SO_REUSEPORT), or one shared socket.
+
+    Why one per worker: with a single shared socket, the worker that wakes first accepts every
+    pending connection (asyncio accepts in a loop), so 8 keep-alive clients often all landed on
+    one worker while the other idled: half the throughput in those runs. With SO_REUSEPORT the
+    kernel spreads new connections over the workers' sockets. A plain bind is tried first so
+    that a port already in use (even by another SO_REUSEPORT group) is still an error.
+    """
+    host, port = config.host, config.port
+    if config.uds or config.fd is not None or workers <= 1 or not hasattr(socket, "SO_REUSEPORT"):
+        return [config.bind_socket()]
+    try:
+        probe = _listener(host, port, reuse_port=False)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", host, port, exc)
+        raise SystemExit(3) from None
+    port = probe.getsockname()[1]
+    probe.close()
+    sockets: List[socket.socket] = []
+    try:
+        for _ in range(workers):
+            sockets.append(_listener(host, port, reuse_port=True))
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        log.error("cannot listen on %s:%d: %s", host, port, exc)
+        raise SystemExit(3) from None
+    log.info("Uvicorn running on http://%s:%d (%d workers, one listening socket each)", host, port, workers)
+    return sockets
+
+
+def serve(config: uvicorn.Config, workers: int) -> None:
+    """Bind, fork ``workers - 1`` children, serve in every process; return when stopped."""
+    sockets = bind_listeners(config, workers)
     parent = os.getpid()
     children: List[int] = []
-    for _ in range(max(0, workers - 1)):
+    for index in range(1, max(1, workers)):
         pid = os.fork()
         if pid == 0:
             code = 0
@@ -69,21 +115,36 @@ def serve(config: uvicorn.Config, workers: int) -> None:
                 _die_with_parent()
                 if os.getppid() != parent:  # the parent died before prctl took effect
                     os._exit(0)
+                mine = _keep_only(sockets, index)
                 _watch_parent(parent)
-                uvicorn.Server(config).run(sockets=[sock])
+                uvicorn.Server(config).run(sockets=mine)
             except BaseException:  # noqa: BLE001 - a child must never return into the parent's code
                 log.exception("worker %d failed", os.getpid())
                 code = 1
             finally:
                 os._exit(code)
         children.append(pid)
+    mine = _keep_only(sockets, 0)
     for pid in children:  # threads only after the last fork
         _reap_in_background(pid)
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        uvicorn.Server(config).run(sockets=mine)
     finally:
         _stop(children)
-        sock.close()
+        for sock in mine:
+            sock.close()
+
+
+def _keep_only(sockets: List[socket.socket], index: int) -> List[socket.socket]:
+    """This process's listener; the others are closed here so that a dead worker's socket
+    really closes and the kernel stops sending connections to it. A single shared socket is
+    kept by everyone."""
+    if len(sockets) == 1:
+        return sockets
+    for i, sock in enumerate(sockets):
+        if i != index:
+            sock.close()
+    return [sockets[index]]
 
 
 def _reap_in_background(pid: int) -> None:
