@@ -33,7 +33,7 @@ from . import inprocess, report
 from .csrs import make_csrs
 from .gateway import Gateway, process_cpu_seconds, start_gateway
 from .loadgen import LoadResult, build_request, percentile, run_load
-from .openbao import OpenBao, setup_pki, start_openbao
+from .openbao import OpenBao, setup_pki, start_openbao, token_for
 
 ORG, OU = "Bench Org", "Bench Unit"
 RAW_ROLE = "bench-raw"
@@ -98,13 +98,22 @@ def redeem_requests(gateway: Gateway, secrets: List[str], csrs: List[str]) -> Li
                           {"type": "CSR", "value": c}) for s, c in zip(secrets, csrs)]
 
 
-def raw_sign_requests(bao: OpenBao, csrs: List[str], start: int) -> List[bytes]:
+def setup_raw_role(bao: OpenBao) -> str:
+    """The role the raw rows sign with: the settings the gateway's Vault signer gives its own roles
+    (``signer_vault.role_parameters``), and a token whose policy allows exactly signing with it."""
+    from frontdoor_pki.signer_vault import role_parameters
+
+    bao.api("POST", "pki/roles/%s" % RAW_ROLE, role_parameters(ORG, OU, 365 * 86400, False))
+    return token_for(bao, "bench-raw-sign", 'path "pki/sign/%s" {\n  capabilities = ["update"]\n}\n' % RAW_ROLE)
+
+
+def raw_sign_requests(bao: OpenBao, token: str, csrs: List[str], start: int) -> List[bytes]:
     """The body the gateway's Vault signer sends (signer_vault.sign), for a role with the same settings."""
     host = bao.url.split("//", 1)[1]
     return [build_request("POST", host, "/v1/pki/sign/%s" % RAW_ROLE, {
         "csr": c, "common_name": "bench-raw-%d" % (start + i), "use_csr_common_name": False, "use_csr_sans": False,
         "exclude_cn_from_sans": True, "ttl": "%ds" % (365 * 86400), "format": "pem",
-    }, {"X-Vault-Token": bao.token}) for i, c in enumerate(csrs)]
+    }, {"X-Vault-Token": token}) for i, c in enumerate(csrs)]
 
 
 def cycle(items: List[str], count: int) -> List[str]:
@@ -179,10 +188,7 @@ def limited_token(bao: OpenBao, config: dict, state_dir: str) -> str:
     from frontdoor_pki.vault_policy import render_policy
 
     policy = render_policy(load_config(None, state_dir, env={}, data=config))
-    name = "frontdoor-bench-%s" % config["vault"]["kvPrefix"]
-    bao.api("PUT", "sys/policies/acl/%s" % name, {"policy": policy})
-    return bao.api("POST", "auth/token/create", {"policies": [name], "ttl": "4h", "no_default_policy": True})["auth"][
-        "client_token"]
+    return token_for(bao, "frontdoor-bench-%s" % config["vault"]["kvPrefix"], policy)
 
 
 def start_vault_gateway(bao: OpenBao, work: str, name: str, workers: int, extra_args: tuple):
@@ -301,12 +307,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         pools: Dict[str, Pool] = {}
         if vault:
             bao = start_openbao(os.path.join(work, "openbao"))
-            setup_pki(bao, role=RAW_ROLE, organization=ORG, ou=OU)
+            setup_pki(bao)
+            raw_token = setup_raw_role(bao)
             info["openbao"] = bao.version()
             print("bench: OpenBao %s at %s" % (info["openbao"], bao.url), flush=True)
             # raw signing may reuse CSRs (OpenBao keeps nothing per CSR); a gateway redemption never does
-            pools["raw1"] = Pool(raw_sign_requests(bao, cycle(csrs, need["raw1"]), 0))
-            pools["raw8"] = Pool(raw_sign_requests(bao, cycle(csrs, need["raw8"]), need["raw1"]))
+            pools["raw1"] = Pool(raw_sign_requests(bao, raw_token, cycle(csrs, need["raw1"]), 0))
+            pools["raw8"] = Pool(raw_sign_requests(bao, raw_token, cycle(csrs, need["raw8"]), need["raw1"]))
 
         # ---- gateways -------------------------------------------------------------------------------
         print("bench: embedded gateway (%d workers)..." % args.workers, flush=True)

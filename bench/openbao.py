@@ -2,8 +2,7 @@
 
 ``bao server -dev`` keeps everything in memory, listens on a free loopback port and is
 stopped by its PID. It comes with KV v2 at ``secret/``; we add a PKI mount with an EC P-256
-root (the same key type as the embedded CA, so the comparison is like for like) and a role
-that forces the subject the way the gateway's Vault signer does.
+root (the same key type as the embedded CA, so the comparison is like for like).
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from typing import Optional
 import requests
 
 PKI_MOUNT = "pki"
-ROLE = "bench-client"
 
 
 def free_port() -> int:
@@ -99,17 +97,17 @@ def start_openbao(work_dir: str, timeout: float = 30.0) -> OpenBao:
     return bao
 
 
-def setup_pki(bao: OpenBao, mount: str = PKI_MOUNT, role: str = ROLE, organization: str = "Bench Org",
-              ou: str = "Bench Unit") -> None:
-    """PKI mount, EC P-256 root, and a client-certificate role that takes nothing from the CSR but its key."""
+def setup_pki(bao: OpenBao, mount: str = PKI_MOUNT) -> None:
+    """PKI mount with an EC P-256 root (the key type of the embedded CA, so the comparison is like for like)."""
     bao.api("POST", "sys/mounts/%s" % mount, {"type": "pki", "config": {"max_lease_ttl": "87600h"}})
     bao.api("POST", "%s/root/generate/internal" % mount, {
         "common_name": "frontdoor bench root", "key_type": "ec", "key_bits": 256, "ttl": "87600h",
     })
-    bao.api("POST", "%s/roles/%s" % (mount, role), {
-        "allow_any_name": True, "enforce_hostnames": False, "cn_validations": ["disabled"],
-        "use_csr_common_name": False, "use_csr_sans": False, "allow_ip_sans": False,
-        "client_flag": True, "server_flag": False, "code_signing_flag": False, "email_protection_flag": False,
-        "key_type": "any", "organization": [organization], "ou": [ou], "ttl": "8760h", "max_ttl": "8760h",
-        "key_usage": ["DigitalSignature"], "basic_constraints_valid_for_non_ca": True,
-    })
+
+
+def token_for(bao: OpenBao, name: str, policy: str) -> str:
+    """A token limited to ``policy`` (HCL): clients of a real OpenBao do not sign with the root token,
+    and the root token skips the ACL check that every other request pays for."""
+    bao.api("PUT", "sys/policies/acl/%s" % name, {"policy": policy})
+    return bao.api("POST", "auth/token/create", {"policies": [name], "ttl": "4h", "no_default_policy": True})[
+        "auth"]["client_token"]
