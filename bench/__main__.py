@@ -77,8 +77,15 @@ def machine_info() -> Dict[str, object]:
         parser = "httptools"
     except ImportError:
         parser = "h11"
+    try:
+        import subprocess
+
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=os.path.dirname(RESULTS_DIR)).stdout.strip() or "?"
+    except (OSError, subprocess.SubprocessError):
+        commit = "?"
     return {
-        "nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
+        "commit": commit, "nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
         "platform": platform.platform(), "cryptography": cryptography.__version__, "uvicorn": uvicorn.__version__,
         "fastapi": fastapi.__version__, "http_parser": parser, "loadavg_start": list(os.getloadavg()),
     }

@@ -63,10 +63,10 @@ def targets(results: dict) -> List[Dict[str, object]]:
 def table(results: dict) -> str:
     m = results["machine"]
     lines = [
-        "machine: %s x %s, Python %s, OpenBao %s, cryptography %s, uvicorn %s (%s), gateway workers %s%s"
+        "machine: %s x %s, Python %s, OpenBao %s, cryptography %s, uvicorn %s (%s), gateway workers %s%s, commit %s"
         % (m["nproc"], m["cpu_model"], m["python"], m.get("openbao", "-"), m["cryptography"], m["uvicorn"],
            m["http_parser"], results["workers"], " " + " ".join(results["gateway_args"]) if results["gateway_args"]
-           else ""),
+           else "", m.get("commit", "?")),
         "load average at start %s, at end %s; %s run, %.0f s" % (
             "/".join("%.2f" % x for x in m["loadavg_start"]), "/".join("%.2f" % x for x in m.get("loadavg_end", [])),
             "quick" if results["quick"] else "full", results.get("duration_s", 0)),
