@@ -1,12 +1,13 @@
-"""``serve --workers N``: N processes accepting on one socket, without a supervisor process.
+"""``serve --workers N``: N processes on one port, without a supervisor process.
 
 Why not uvicorn's own ``workers``: it keeps a supervisor process and multiprocessing's
 resource tracker next to the workers, and spawns workers that import everything again. On
 the 2-core machines this gateway targets, ``--workers 2`` then meant four Python processes
 and ~195 MB of resident memory (VmHWM summed) for two that do the work. Here the serving
-process itself is worker 0 and forks the others after the socket is bound and before any
-application state exists (each worker builds its own service, SQLite connection and
-thread pool after the fork, exactly as a uvicorn worker does): two processes, ~130 MB.
+process itself is worker 0 and forks the others after the listening sockets are bound (one
+per worker, SO_REUSEPORT, see ``bind_listeners``) and before any application state exists
+(each worker builds its own service, SQLite connection and thread pool after the fork,
+exactly as a uvicorn worker does): two processes, ~120 MB.
 
 Single use holds across the workers for the same reason it holds across two gateways on
 one state dir: the store serialises the claim (SQLite transaction / Vault check-and-set).
