@@ -251,14 +251,16 @@ def latency_pair(label_a: str, gw_a: Gateway, secrets_a: List[str], label_b: str
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Redemptions/s against OpenBao's pki/sign, latency vs stored tokens, "
+        "RSS; prints a table, ratios and PASS/FAIL per target (exit 1 if a target fails).")
     parser.add_argument("--quick", action="store_true", help="smaller counts and shorter rows (~1-2 minutes)")
     parser.add_argument("--json", metavar="PATH", help="write the results here (default bench/results/bench-<time>.json)")
     parser.add_argument("--skip-vault", action="store_true", help="no OpenBao rows (no bao binary needed)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                        help="uvicorn workers per gateway (default: min(2, nproc))")
+                        help="gateway worker processes (default: min(2, nproc))")
     parser.add_argument("--gateway-arg", action="append", default=[],
-                        help="extra argument for `frontdoor-gateway serve` (repeatable), e.g. --no-access-log")
+                        help="extra argument for `frontdoor-gateway serve` (repeatable), e.g. --gateway-arg=--no-access-log")
     parser.add_argument("--write-docs", metavar="MD", help="replace the results section of this markdown file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
     args = parser.parse_args(argv)
