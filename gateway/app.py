@@ -8,7 +8,6 @@ request validation never echoes input back (the redemption URL holds a secret).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import threading
@@ -133,17 +132,21 @@ class BodyLimitMiddleware:
                 return await _send(send, _too_large(self.limit))
             chunks.append(chunk)
             more = message.get("more_body", False)
-        body = b"".join(chunks)
-        sent = False
+        return await self.app(scope, replay_body(b"".join(chunks), receive), send)
 
-        async def replay():
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
 
-        return await self.app(scope, replay, send)
+def replay_body(body: bytes, receive):
+    """An ASGI receive that hands ``body`` over once, then defers to the real one (disconnects)."""
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def _too_large(limit: int) -> JSONResponse:
@@ -409,11 +412,9 @@ def wrap(app: FastAPI) -> BodyLimitMiddleware:
 
 def build_from_env(env=os.environ) -> tuple:
     """(config, service, authenticator) from FRONTDOOR_STATE_DIR / FRONTDOOR_CONFIG / FRONTDOOR_ADMIN_TOKEN."""
-    from .auth import Authenticator as _A
-
     config: Config = load_config(env.get("FRONTDOOR_CONFIG") or None, env.get("FRONTDOOR_STATE_DIR") or None, env)
     admin_token, _path, _created = load_admin_token(config.state_dir, env)
-    authenticator = _A.from_config(admin_token, config.api_tokens)
+    authenticator = Authenticator.from_config(admin_token, config.api_tokens)
     service = build_service(config)
     return config, service, authenticator
 
@@ -427,7 +428,3 @@ def app_factory():
     seconds = parse_duration(interval, "cleanup interval") if interval and interval not in ("0", "0s") else None
     older = os.environ.get("FRONTDOOR_CLEANUP_OLDER_THAN") or "0s"
     return wrap(create_app(service, authenticator, cleanup_interval=seconds, cleanup_older_than=older))
-
-
-def dumps(value) -> str:
-    return json.dumps(value, indent=2, sort_keys=False)

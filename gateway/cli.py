@@ -177,7 +177,8 @@ def cmd_serve(args) -> int:
         from frontdoor_pki.tokens import parse_duration
 
         parse_duration(args.cleanup_interval, "--cleanup-interval")
-        parse_duration(args.cleanup_older_than, "--cleanup-older-than") if args.cleanup_older_than not in ("0", "0s") else 0
+        if args.cleanup_older_than not in ("0", "0s"):
+            parse_duration(args.cleanup_older_than, "--cleanup-older-than")
         env["FRONTDOOR_CLEANUP_INTERVAL"] = args.cleanup_interval
         env["FRONTDOOR_CLEANUP_OLDER_THAN"] = args.cleanup_older_than
     # Validate everything (and create the CA and admin token) once, before any worker starts.

@@ -36,6 +36,8 @@ from frontdoor_pki.views import certificate_view
 from starlette.concurrency import run_in_threadpool
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .app import replay_body
+
 try:
     import httptools  # noqa: F401 - uvicorn's C parser: used when installed
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -102,7 +104,7 @@ class RedeemFastPath:
         body = b"".join(chunks)
         parsed = _strict_body(body)
         if parsed is None:
-            return await self.app(scope, _replay(body, receive), send)
+            return await self.app(scope, replay_body(body, receive), send)
         csr_type, csr_pem = parsed
         frontdoor_id, token = match.group(1), match.group(2)
         client = scope.get("client")
@@ -126,17 +128,6 @@ class RedeemFastPath:
         await response(scope, receive, send)
 
 
-def _replay(body: bytes, receive):
-    sent = False
-
-    async def replay():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
 
 
 def _set_no_delay(transport) -> None:

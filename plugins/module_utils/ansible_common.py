@@ -12,6 +12,7 @@ same ``error_code`` the gateway would have sent.
 
 from __future__ import annotations
 
+import abc
 import getpass
 import os
 import traceback
@@ -123,31 +124,36 @@ def _normalise(value: Optional[str]) -> Optional[str]:
     return value if value.strip() else None
 
 
-class Backend:
+class Backend(abc.ABC):
     """The operations the modules need, with snake_case dicts as results (never a secret, except
     ``token`` in what :meth:`create_token` returns)."""
 
     frontdoor_id = "default"
 
+    @abc.abstractmethod
     def create_token(self, name, common_name=None, organization=None, organizational_unit=None, ttl=None,
                      expires_at=None) -> dict:
-        raise NotImplementedError
+        """Create a token; the result carries the secret under ``token``, the only time it exists."""
 
+    @abc.abstractmethod
     def list_tokens(self, name: Optional[str] = None, status: Optional[Sequence[str]] = None) -> List[dict]:
-        raise NotImplementedError
+        """Every token of the frontdoor matching ``name``/``status``, oldest first, without secrets."""
 
+    @abc.abstractmethod
     def delete_token(self, token_id: str) -> bool:
         """True if it was deleted, False if it was already gone."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def cleanup(self, statuses: Sequence[str], older_than, dry_run: bool) -> List[str]:
-        raise NotImplementedError
+        """Ids of the tokens removed (or, with ``dry_run``, that would be)."""
 
+    @abc.abstractmethod
     def redeem(self, secret: str, csr_pem: str) -> dict:
-        raise NotImplementedError
+        """The certificate record for ``csr_pem``; the same key again returns the same certificate."""
 
+    @abc.abstractmethod
     def ca_chain(self) -> List[str]:
-        raise NotImplementedError
+        """PEM CA certificates from the issuer up to the root."""
 
     def close(self) -> None:
         pass
