@@ -40,6 +40,12 @@ def _invalid(message: str, reason: str) -> FrontdoorError:
 
 def load_csr(pem, csr_type="CSR") -> x509.CertificateSigningRequest:
     """Parse and verify a PEM CSR; raise invalid_csr saying exactly what is wrong."""
+    return load_csr_and_key(pem, csr_type)[0]
+
+
+def load_csr_and_key(pem, csr_type="CSR"):
+    """``load_csr`` plus the public key it checked: each ``csr.public_key()`` builds a new key object
+    (~9 us), and a redemption needs the key three times."""
     if csr_type != "CSR":
         raise FrontdoorError(
             "invalid_request", "type must be \"CSR\" (the only kind of request supported), got %r." % (csr_type,)
@@ -76,7 +82,7 @@ def load_csr(pem, csr_type="CSR") -> x509.CertificateSigningRequest:
             "sign the request with the private key it carries.",
             "bad_signature",
         )
-    return csr
+    return csr, public_key
 
 
 def check_key_policy(public_key) -> None:

@@ -382,8 +382,8 @@ class FrontdoorService:
             settings = self.frontdoor(frontdoor_id)
             self._require_tcp_shares(settings, "redeemed")
             check_secret_format(secret)
-            csr = csrmod.load_csr(csr_pem, csr_type)
-            key_hash = csrmod.public_key_sha256(csr.public_key())
+            csr, public_key = csrmod.load_csr_and_key(csr_pem, csr_type)
+            key_hash = csrmod.public_key_sha256(public_key)
             requested_subject = csrmod.csr_subject(csr)
             secret_hash = hash_secret(secret)
             record = self.store.find_token_by_hash(secret_hash)
@@ -396,7 +396,7 @@ class FrontdoorService:
                     details={"reason": "unknown"},
                 )
             token_id = record.id
-            return self._redeem(settings, record, csr, key_hash, requested_subject, source, secret_hash)
+            return self._redeem(settings, record, csr, public_key, key_hash, requested_subject, source, secret_hash)
         except FrontdoorError as exc:
             self.audit.emit(
                 "redemption.refused", frontdoor=str(frontdoor_id)[:64], tokenId=token_id, code=exc.code,
@@ -404,7 +404,7 @@ class FrontdoorService:
             )
             raise
 
-    def _redeem(self, settings, record, csr, key_hash, requested_subject, source, secret_hash) -> Redemption:
+    def _redeem(self, settings, record, csr, public_key, key_hash, requested_subject, source, secret_hash) -> Redemption:
         signer = self.signers[settings.id]
         claimed = None
         for _attempt in range(_CAS_ATTEMPTS):
@@ -468,10 +468,10 @@ class FrontdoorService:
             request = SignRequest(
                 frontdoor_id=settings.id, csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode("ascii"),
                 csr=csr, subject=subject, not_before=not_before, not_after=not_after, token_id=claimed.id,
-                name=claimed.name,
+                name=claimed.name, public_key=public_key,
             )
             issued = signer.sign(request)
-            cert = self._check_issued(issued, request, key_hash)
+            cert = self._check_issued(issued, request)
         except Exception as exc:  # noqa: BLE001 - whatever the signer did, the token must survive
             self._release(claimed)
             if isinstance(exc, FrontdoorError):
@@ -552,8 +552,8 @@ class FrontdoorService:
             serial=certificate.serial_number, reason=why, outcome=outcome,
         )
 
-    def _check_issued(self, issued, request: SignRequest, key_hash: Optional[str] = None) -> x509.Certificate:
-        """The signer must have issued exactly what the rules decided (``key_hash``: the CSR key's, if known)."""
+    def _check_issued(self, issued, request: SignRequest) -> x509.Certificate:
+        """The signer must have issued exactly what the rules decided."""
         def refuse(what):
             raise FrontdoorError(
                 "signer_error",
@@ -561,13 +561,19 @@ class FrontdoorService:
                 "and the token can be redeemed again." % what,
             )
 
-        try:
-            cert = x509.load_pem_x509_certificate(issued.certificate_pem.encode("ascii"))
-        except Exception:  # noqa: BLE001
-            refuse("unreadable certificate")
+        cert = issued.certificate
+        if cert is None:
+            try:
+                cert = x509.load_pem_x509_certificate(issued.certificate_pem.encode("ascii"))
+            except Exception:  # noqa: BLE001
+                refuse("unreadable certificate")
         if csrmod.certificate_subject(cert).as_tuple() != request.subject.as_tuple():
             refuse("subject differs")
-        if csrmod.public_key_sha256(cert.public_key()) != (key_hash or csrmod.public_key_sha256(request.csr.public_key())):
+        try:
+            same_key = cert.public_key() == request.key()
+        except Exception:  # noqa: BLE001 - an unreadable or unsupported key in the certificate
+            same_key = False
+        if not same_key:
             refuse("public key differs")
         if cert.not_valid_after_utc > request.not_after + _dt.timedelta(seconds=120):
             refuse("validity longer than allowed")

@@ -179,20 +179,22 @@ class LocalCASigner(Signer):
         return self._int.not_valid_after_utc
 
     def sign(self, request: SignRequest) -> IssuedCertificate:
-        public_key = request.csr.public_key()
+        public_key = request.key()
+        subject = request.subject
         attributes = []
-        if request.subject.organization:
-            attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, request.subject.organization))
-        if request.subject.organizational_unit:
-            attributes.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, request.subject.organizational_unit))
-        attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, request.subject.common_name))
+        if subject.organization:
+            attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, subject.organization))
+        if subject.organizational_unit:
+            attributes.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, subject.organizational_unit))
+        attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, subject.common_name))
         is_rsa = isinstance(public_key, rsa.RSAPublicKey)
+        serial = x509.random_serial_number()
         try:
             cert = (
                 self._base[is_rsa]
                 .subject_name(x509.Name(attributes))
                 .public_key(public_key)
-                .serial_number(x509.random_serial_number())
+                .serial_number(serial)
                 .not_valid_before(request.not_before)
                 .not_valid_after(request.not_after)
                 .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
@@ -203,10 +205,12 @@ class LocalCASigner(Signer):
             raise SignerUnavailable("The local CA could not sign: %s" % exc) from None
         return IssuedCertificate(
             certificate_pem=cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
-            ca_chain=self.ca_chain(),
-            serial_number="%x" % cert.serial_number,
-            not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc,
+            ca_chain=[self._int_pem, self._root_pem],
+            serial_number="%x" % serial,
+            # second precision, as X.509 encodes them (what the certificate says, without re-reading it)
+            not_before=request.not_before.replace(microsecond=0),
+            not_after=request.not_after.replace(microsecond=0),
+            certificate=cert,
         )
 
     def revoke(self, certificate) -> None:
