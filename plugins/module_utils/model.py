@@ -30,10 +30,10 @@ def isoformat(value: Optional[_dt.datetime]) -> Optional[str]:
     """RFC 3339 in UTC with a Z, second precision unless sub-second matters."""
     if value is None:
         return None
-    value = value.astimezone(UTC)
-    if value.microsecond:
-        return value.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # isoformat() is C code, ~5x cheaper than strftime; "milliseconds" truncates like [:-3] did
+    return value.replace(tzinfo=None).isoformat(timespec="milliseconds" if value.microsecond else "seconds") + "Z"
 
 
 @dataclasses.dataclass

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import uuid
+import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 # Guarded: Ansible's import sanity test loads module_utils without third-party packages; the modules
@@ -440,7 +440,7 @@ class FrontdoorService:
                 )
             subject = csrmod.decide_subject(record.subject, requested_subject)
             candidate = dataclasses.replace(
-                record, claim_id=uuid.uuid4().hex, claim_until=now + self.claim_lease, version=record.version + 1
+                record, claim_id=os.urandom(16).hex(), claim_until=now + self.claim_lease, version=record.version + 1
             )
             if self.store.replace_token(candidate, record.version):
                 claimed = candidate
