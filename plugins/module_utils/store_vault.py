@@ -52,6 +52,7 @@ import base64
 import dataclasses
 import datetime as _dt
 import threading
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -185,12 +186,17 @@ class VaultKVStore(TokenStore):
     def _p(self, *parts: str) -> str:
         return "/".join((self.prefix,) + parts)
 
+    def _data_url(self, path: str) -> str:
+        """The KV v2 data URL of ``path``, quoted as hvac quotes it (for the lean transport)."""
+        return "/v1/%s/data/%s" % (urllib.parse.quote(self.mount), urllib.parse.quote(path))
+
     def _read(self, path: str) -> Optional[Tuple[Dict[str, Any], int]]:
         def run(c):
             return c.secrets.kv.v2.read_secret_version(path=path, mount_point=self.mount, raise_on_deleted_version=True)
 
         try:
-            response = self.client.call(run, StoreUnavailable, "reading the token store", idempotent=True)
+            response = self.client.call(run, StoreUnavailable, "reading the token store", idempotent=True,
+                                        fast=("GET", self._data_url(path), None))
         except hvac_exc.InvalidPath:
             return None
         except hvac_exc.InvalidRequest as exc:
@@ -202,8 +208,9 @@ class VaultKVStore(TokenStore):
         def run(c):
             return c.secrets.kv.v2.create_or_update_secret(path=path, secret=data, cas=cas, mount_point=self.mount)
 
+        body = {"options": {} if cas is None else {"cas": cas}, "data": data}
         try:
-            self.client.call(run, StoreUnavailable, "writing the token store")
+            self.client.call(run, StoreUnavailable, "writing the token store", fast=("POST", self._data_url(path), body))
         except hvac_exc.InvalidRequest as exc:
             if is_cas_mismatch(exc):
                 return False

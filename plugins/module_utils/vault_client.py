@@ -1,13 +1,27 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) frontdoor.pki contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""One pooled hvac client per gateway process, and the mapping of Vault failures to our errors.
+"""One pooled Vault client per gateway process, and the mapping of Vault failures to our errors.
 
 Why one client: the redemption path makes four Vault round trips (KV read, claim CAS,
 pki/sign, record CAS); a fresh TCP (and TLS) handshake for each would cost more than the
-requests themselves. The store and every Vault signer of a process share one
-``requests.Session`` whose ``HTTPAdapter`` keeps a pool of keep-alive connections sized for
-the gateway's worker threads.
+requests themselves. The store and every Vault signer of a process share one client.
+
+Why two transports: hvac on a ``requests.Session`` costs ~0.5 ms of Python CPU per Vault
+request (request preparation, header merging, cookie extraction, hooks), as much as OpenBao
+spends answering a KV read, and the gateway shares the machine's cores with everything else.
+The redemption hot path (KV read, KV check-and-set write, ``pki/sign``) therefore goes over
+:class:`_LeanTransport`: stdlib ``http.client`` keep-alive connections in a small pool
+(~0.14 ms per request), with the *same* semantics as the requests path: same headers (token,
+namespace, ``X-Vault-Request``), same TLS verification (``vault.verify`` / ``caCert``, else
+requests' CA bundle), same timeout, failed connects retried twice (the request never left),
+a read resent once on a keep-alive connection the server had just closed and a write never,
+and HTTP errors raised as the very hvac exceptions hvac would raise, so callers' handling
+(404, CAS mismatch, 403 re-login) is shared. Everything else (admin paths, AppRole login,
+listing, deletes, roles, CRL) stays on hvac. The lean transport stands aside when a proxy
+applies to the Vault URL (http.client does not do proxies) and when requests' stock
+``HTTPAdapter.send`` has been replaced (a test double or instrumentation that must see every
+request); a redirect answer is re-sent through requests, which follows it as before.
 
 Why the mapping lives here: hvac raises its own exceptions (and requests its own for the
 network); the service only understands ``FrontdoorError``. A store failure must become
@@ -19,8 +33,16 @@ never the Vault token or AppRole secret.
 from __future__ import annotations
 
 import hashlib
+import http.client
+import json
+import os
+import select
+import socket
+import ssl
 import threading
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type, TypeVar
+import time
+import urllib.parse
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
 
 # Guarded: Ansible's import sanity test loads module_utils without third-party packages; the modules
 # report what is missing with missing_required_lib instead of a traceback.
@@ -28,13 +50,18 @@ try:
     import hvac
     import requests
     from hvac import exceptions as hvac_exc
+    from hvac import utils as hvac_utils
     from requests.adapters import HTTPAdapter
     from urllib3 import exceptions as urllib3_exc
     from urllib3.util.retry import Retry
 except ImportError:  # pragma: no cover
-    hvac = requests = hvac_exc = HTTPAdapter = urllib3_exc = Retry = None
+    hvac = requests = hvac_exc = HTTPAdapter = urllib3_exc = Retry = hvac_utils = None
 
 from .errors import FrontdoorError, SignerUnavailable, StoreUnavailable
+
+# requests' own transport, as imported: if something replaces it later (responses, instrumentation),
+# the hot path goes through requests so that the replacement sees every request.
+_STOCK_SEND = HTTPAdapter.send if HTTPAdapter is not None else None
 
 DEFAULT_URL = "http://127.0.0.1:8200"
 DEFAULT_TIMEOUT = 10.0
@@ -44,6 +71,8 @@ DEFAULT_PKI_MOUNT = "pki"
 POOL_MAXSIZE = 64  # connections kept per host: more than the gateway's worker threads (anyio: 40)
 
 _CAS_MISMATCH = "check-and-set parameter did not match"
+_CONNECT_RETRIES = 2  # as the requests path's Retry(connect=2): a failed connect never sent anything
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 T = TypeVar("T")
 
@@ -100,6 +129,151 @@ class VaultSettings:
                 str(self.verify), self.timeout, self.approle_mount)
 
 
+class _NetworkFailure(Exception):
+    """A lean-transport request that got no HTTP answer (mapped like requests' exceptions)."""
+
+    def __init__(self, name: str, timed_out: bool = False, tls: bool = False, dropped: bool = False):
+        super().__init__(name)
+        self.name = name  # shown in the message, like type(requests exception).__name__ today
+        self.timed_out = timed_out
+        self.tls = tls
+        self.dropped = dropped  # closed without an answer on a reused keep-alive connection
+
+
+class _Redirected(Exception):
+    """Vault answered with a redirect (e.g. a standby that does not forward): let requests follow it."""
+
+
+class _LeanTransport:
+    """Keep-alive ``http.client`` connections to one Vault, pooled across threads.
+
+    A connection is taken from the pool for one request and put back afterwards, so any
+    number of threads share a few connections (at most ``POOL_MAXSIZE`` idle ones are kept).
+    Every failure closes the connection it happened on.
+    """
+
+    def __init__(self, settings: VaultSettings):
+        parts = urllib.parse.urlsplit(settings.url)
+        self.settings = settings
+        self.https = parts.scheme == "https"
+        self.usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+        self.host = parts.hostname or ""
+        self.port = parts.port or (443 if self.https else 80)
+        self.base = parts.path.rstrip("/")
+        self.host_header = parts.netloc.rsplit("@", 1)[-1]
+        self._idle: List[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+        self._context: Optional[ssl.SSLContext] = None
+        self._closed = False
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        if self._context is None:
+            verify = self.settings.verify
+            if verify is False:
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            elif isinstance(verify, str) and os.path.isdir(verify):
+                context = ssl.create_default_context(capath=verify)
+            else:
+                # requests' default bundle (certifi) when verify is True, as the requests path uses
+                context = ssl.create_default_context(
+                    cafile=verify if isinstance(verify, str) else requests.certs.where())
+            self._context = context
+        return self._context
+
+    def _new(self) -> http.client.HTTPConnection:
+        timeout = self.settings.timeout
+        if self.https:
+            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self._ssl_context())
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+    def _take(self) -> Tuple[http.client.HTTPConnection, bool]:
+        """(connection, reused). A pooled connection the server has closed meanwhile is dropped here."""
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                return self._new(), False
+            sock = conn.sock
+            if sock is not None:
+                try:
+                    readable = select.select([sock], [], [], 0)[0]
+                except (OSError, ValueError):
+                    readable = [sock]
+                if not readable:  # an idle keep-alive connection has nothing to read unless it was closed
+                    return conn, True
+            conn.close()
+
+    def _give_back(self, conn: http.client.HTTPConnection) -> None:
+        if conn.sock is None:
+            return
+        with self._lock:
+            if not self._closed and len(self._idle) < POOL_MAXSIZE:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def _connect(self, conn: http.client.HTTPConnection) -> None:
+        """Open the connection, retrying a failed connect as the requests path does (nothing was sent)."""
+        for attempt in range(_CONNECT_RETRIES + 1):
+            try:
+                conn.connect()
+                return
+            except ssl.SSLError as exc:
+                conn.close()
+                raise _NetworkFailure("SSLError", tls=True) from exc
+            except (socket.timeout, TimeoutError) as exc:
+                conn.close()
+                if attempt >= _CONNECT_RETRIES:
+                    raise _NetworkFailure("ConnectTimeout", timed_out=True) from exc
+            except OSError as exc:
+                conn.close()
+                if attempt >= _CONNECT_RETRIES:
+                    raise _NetworkFailure("ConnectionError") from exc
+            if attempt:  # urllib3's backoff: none before the first retry, then 0.05 * 2 ** n
+                time.sleep(0.05 * (2 ** attempt))
+
+    def request(self, method: str, path: str, body: Optional[Dict[str, Any]], headers: Dict[str, str]
+                ) -> Tuple[int, Optional[str], bytes]:
+        """(status, content type, body) of one request; raises _NetworkFailure when nothing came back."""
+        payload = None if body is None else json.dumps(body).encode("utf-8")
+        conn, reused = self._take()
+        try:
+            if conn.sock is None:
+                self._connect(conn)
+            try:
+                conn.putrequest(method, self.base + path, skip_host=True, skip_accept_encoding=True)
+                conn.putheader("Host", self.host_header)
+                for name, value in headers.items():
+                    conn.putheader(name, value)
+                if payload is not None:
+                    conn.putheader("Content-Type", "application/json")
+                conn.putheader("Content-Length", str(len(payload or b"")))
+                conn.endheaders(payload)
+                response = conn.getresponse()
+                data = response.read()
+            except (socket.timeout, TimeoutError) as exc:
+                raise _NetworkFailure("ReadTimeout", timed_out=True) from exc
+            except ssl.SSLError as exc:
+                raise _NetworkFailure("SSLError", tls=True) from exc
+            except (http.client.HTTPException, OSError) as exc:
+                # RemoteDisconnected, reset, broken pipe, a truncated answer: the server closed without answering
+                raise _NetworkFailure("ConnectionError", dropped=reused) from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._give_back(conn)
+        return response.status, response.getheader("Content-Type"), data
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
 class VaultClient:
     """An hvac.Client on a pooled session, with AppRole re-login and a request counter."""
 
@@ -136,11 +310,38 @@ class VaultClient:
             proxies=proxies or None,
         )
         self._logged_in = settings.auth_method == "token"
+        self._proxies = dict(proxies or {})
+        self._lean = _LeanTransport(settings)
 
     def _count(self, response, *args, **kwargs):
         with self._count_lock:
             self.requests += 1
         return response
+
+    def lean_usable(self) -> bool:
+        """Whether hot-path requests go over the lean transport (see the module docstring)."""
+        return self._lean.usable and not self._proxies and HTTPAdapter.send is _STOCK_SEND
+
+    def _fast(self, method: str, path: str, body: Optional[Dict[str, Any]]) -> Any:
+        """One request on the lean transport, answered as hvac's JSONAdapter would answer it."""
+        headers = {"X-Vault-Request": "true"}
+        token = self.hvac.token
+        if token:
+            headers["X-Vault-Token"] = token
+        if self.settings.namespace:
+            headers["X-Vault-Namespace"] = self.settings.namespace
+        status, content_type, data = self._lean.request(method, path, body, headers)
+        self._count(None)
+        if status in _REDIRECTS:
+            raise _Redirected()
+        if status >= 400:
+            _raise_like_hvac(method, self.settings.url + path, status, content_type, data)
+        if status == 200:
+            try:
+                return json.loads(data)
+            except ValueError:
+                return None
+        return None
 
     # -- auth ------------------------------------------------------------------
     def _login(self, kind: Type[FrontdoorError]) -> None:
@@ -162,18 +363,29 @@ class VaultClient:
             self._logged_in = True
 
     # -- calls -------------------------------------------------------------------
-    def call(self, fn: Callable[[hvac.Client], T], kind: Type[FrontdoorError], what: str, idempotent: bool = False) -> T:
+    def call(self, fn: Callable[[hvac.Client], T], kind: Type[FrontdoorError], what: str, idempotent: bool = False,
+             fast: Optional[Tuple[str, str, Optional[Dict[str, Any]]]] = None) -> T:
         """Run ``fn(hvac_client)``, mapping failures to ``kind`` (StoreUnavailable or SignerUnavailable).
 
         hvac exceptions that callers handle themselves (CAS mismatch, 404) are re-raised untouched
         when the caller asks for them via :func:`is_cas_mismatch` / ``InvalidPath``.
+
+        ``fast`` = (method, path, JSON body): the same request as ``fn`` makes, for the lean
+        transport; when that is usable it is sent instead of ``fn`` and answers the same way
+        (hvac's JSON dict, hvac's exceptions), so retries, re-login and mapping are shared.
         """
         if not self._logged_in:
             self._login(kind)
         dropped_retry = idempotent
         relogged = False
+        lean = fast is not None and self.lean_usable()
         for _attempt in range(3):
             try:
+                if lean:
+                    try:
+                        return self._fast(*fast)
+                    except _Redirected:
+                        lean = False  # requests follows redirects as it always did
                 return fn(self.hvac)
             except (hvac_exc.InvalidPath, hvac_exc.InvalidRequest):
                 raise  # the caller decides: missing key, CAS conflict, bad parameter
@@ -185,6 +397,11 @@ class VaultClient:
                 raise _mapped(exc, kind, self.settings.url, what) from None
             except hvac_exc.VaultError as exc:
                 raise _mapped(exc, kind, self.settings.url, what) from None
+            except _NetworkFailure as exc:
+                if dropped_retry and exc.dropped:
+                    dropped_retry = False  # as below: a read may go again on a fresh connection, a write never
+                    continue
+                raise _network_message(kind, self.settings, what, exc.name, exc.timed_out, exc.tls) from None
             except requests.RequestException as exc:
                 if dropped_retry and _dropped(exc):
                     # A pooled keep-alive connection the server had just closed: a read can safely go again
@@ -209,6 +426,7 @@ class VaultClient:
         self._refs -= 1
         if self._refs <= 0:
             _forget(self)
+            self._lean.close()
             self.session.close()
 
 
@@ -262,20 +480,43 @@ def _dropped(exc: requests.RequestException) -> bool:
         "Connection aborted" in repr(reason)
 
 
+def _raise_like_hvac(method: str, url: str, status: int, content_type: Optional[str], data: bytes) -> None:
+    """Raise the exception hvac's adapter raises for this answer (same class, message and errors)."""
+    text = data.decode("utf-8", "replace")
+    parsed = errors = message = None
+    if content_type == "application/json":
+        try:
+            parsed = json.loads(data)
+        except ValueError:
+            parsed = None
+        else:
+            errors = parsed.get("errors") if isinstance(parsed, dict) else None
+    if errors is None:
+        message = text
+    hvac_utils.raise_for_error(method.lower(), url, status, message, errors=errors, text=text, json=parsed)
+
+
 def _network(exc: requests.RequestException, kind: Type[FrontdoorError], settings: VaultSettings, what: str) -> FrontdoorError:
-    if _timed_out(exc):
+    return _network_message(kind, settings, what, type(exc).__name__, _timed_out(exc),
+                            isinstance(exc, requests.exceptions.SSLError))
+
+
+def _network_message(kind: Type[FrontdoorError], settings: VaultSettings, what: str, name: str, timed_out: bool,
+                     tls: bool) -> FrontdoorError:
+    """The error for a request that got no answer; the same words whichever transport sent it."""
+    if timed_out:
         return kind(
             "Vault at %s did not answer within %g s while %s; check that it is running, unsealed and not "
             "overloaded (FRONTDOOR_VAULT_TIMEOUT sets the limit)." % (settings.url, settings.timeout, what),
             retry_after=5,
         )
-    if isinstance(exc, requests.exceptions.SSLError):
+    if tls:
         return kind(
             "TLS to Vault at %s failed while %s; check vault.caCert (VAULT_CACERT) and vault.verify." % (settings.url, what)
         )
     return kind(
         "Vault at %s could not be reached while %s (%s); check VAULT_ADDR and that Vault is running."
-        % (settings.url, what, type(exc).__name__), retry_after=5,
+        % (settings.url, what, name), retry_after=5,
     )
 
 
