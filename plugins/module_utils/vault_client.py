@@ -137,7 +137,7 @@ class _NetworkFailure(Exception):
         self.name = name  # shown in the message, like type(requests exception).__name__ today
         self.timed_out = timed_out
         self.tls = tls
-        self.dropped = dropped  # closed without an answer on a reused keep-alive connection
+        self.dropped = dropped  # the connection was closed without an answer
 
 
 class _Redirected(Exception):
@@ -188,13 +188,13 @@ class _LeanTransport:
             return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self._ssl_context())
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
-    def _take(self) -> Tuple[http.client.HTTPConnection, bool]:
-        """(connection, reused). A pooled connection the server has closed meanwhile is dropped here."""
+    def _take(self) -> http.client.HTTPConnection:
+        """A pooled connection (or a new one). One the server has closed meanwhile is dropped here."""
         while True:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
             if conn is None:
-                return self._new(), False
+                return self._new()
             sock = conn.sock
             if sock is not None:
                 try:
@@ -202,7 +202,7 @@ class _LeanTransport:
                 except (OSError, ValueError):
                     readable = [sock]
                 if not readable:  # an idle keep-alive connection has nothing to read unless it was closed
-                    return conn, True
+                    return conn
             conn.close()
 
     def _give_back(self, conn: http.client.HTTPConnection) -> None:
@@ -238,7 +238,7 @@ class _LeanTransport:
                 ) -> Tuple[int, Optional[str], bytes]:
         """(status, content type, body) of one request; raises _NetworkFailure when nothing came back."""
         payload = None if body is None else json.dumps(body).encode("utf-8")
-        conn, reused = self._take()
+        conn = self._take()
         try:
             if conn.sock is None:
                 self._connect(conn)
@@ -259,7 +259,8 @@ class _LeanTransport:
                 raise _NetworkFailure("SSLError", tls=True) from exc
             except (http.client.HTTPException, OSError) as exc:
                 # RemoteDisconnected, reset, broken pipe, a truncated answer: the server closed without answering
-                raise _NetworkFailure("ConnectionError", dropped=reused) from exc
+                # (as requests' "Connection aborted": a read may be resent once, a write never)
+                raise _NetworkFailure("ConnectionError", dropped=True) from exc
         except BaseException:
             conn.close()
             raise
