@@ -2,9 +2,9 @@
 
 One run, side by side on this machine, so that every claim is a ratio:
   1. raw OpenBao ``pki/sign/<role>`` requests/s (1 and 8 clients);
-  2. gateway redemptions/s on the embedded default (SQLite + local CA) and on OpenBao
-     (KV v2 store + PKI signer), fresh tokens made before the clock starts, every redemption
-     a distinct token and a distinct pre-generated CSR;
+  2. gateway redemptions/s on the embedded default (SQLite + local CA), on OpenBao
+     (KV v2 store + PKI signer) and on SQLite + OpenBao PKI signer, fresh tokens made before
+     the clock starts, every redemption a distinct token and a distinct pre-generated CSR;
   3. the in-process limit (CSR verify + sign; the engine's redeem) and token creation/s;
   4. redemption latency p50/p99 with 1 k and 100 k stored tokens (embedded) and 1 k and 10 k
      (OpenBao), measured alternately so that background noise hits both alike;
@@ -54,7 +54,8 @@ class Profile:
         self.latency_batches = 4 if quick else 10  # alternating batches per latency pair
         self.latency_batch = 25 if quick else 50  # redemptions per batch and label
         # requests made per row and second of measurement: above what this machine class does (2 cores)
-        self.max_rate = {"raw1": 2000, "raw8": 4000, "emb1": 1500, "emb8": 4500, "bao1": 250, "bao8": 500}
+        self.max_rate = {"raw1": 2000, "raw8": 4000, "emb1": 1500, "emb8": 4500, "bao1": 400, "bao8": 1000,
+                         "hyb1": 800, "hyb8": 2000}
 
 
 def machine_info() -> Dict[str, object]:
@@ -181,9 +182,10 @@ def merge_rounds(rounds: List[Dict[str, object]]) -> Dict[str, object]:
     }
 
 
-def vault_gateway_config(bao: OpenBao, prefix: str) -> dict:
+def vault_gateway_config(bao: OpenBao, prefix: str, backend: str = "vault") -> dict:
+    """``backend: vault``: KV v2 store + PKI signer; ``backend: local``: SQLite store + PKI signer."""
     return {
-        "backend": "vault",
+        "backend": backend,
         "vault": {"url": bao.url, "kvMount": "secret", "kvPrefix": prefix, "pkiMount": "pki"},
         "frontdoors": [{"id": "default", "signer": "vault"}],
     }
@@ -198,9 +200,9 @@ def limited_token(bao: OpenBao, config: dict, state_dir: str) -> str:
     return token_for(bao, "frontdoor-bench-%s" % config["vault"]["kvPrefix"], policy)
 
 
-def start_vault_gateway(bao: OpenBao, work: str, name: str, workers: int, extra_args: tuple):
+def start_vault_gateway(bao: OpenBao, work: str, name: str, workers: int, extra_args: tuple, backend: str = "vault"):
     state = os.path.join(work, name)
-    config = vault_gateway_config(bao, "bench-" + name)
+    config = vault_gateway_config(bao, "bench-" + name, backend)
     config["vault"]["token"] = limited_token(bao, config, state)
     gateway = start_gateway(state, config=config, workers=workers, extra_args=extra_args)
     return gateway, config
@@ -283,7 +285,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         secs = profile.seconds * profile.rounds
         need = {k: int(v * secs) for k, v in profile.max_rate.items()}
         if not vault:
-            need.update(raw1=0, raw8=0, bao1=0, bao8=0)
+            need.update(raw1=0, raw8=0, bao1=0, bao8=0, hyb1=0, hyb8=0)
         lat_n = profile.latency_batches * profile.latency_batch  # redemptions per latency label
         n_csrs = sum(v for k, v in need.items() if not k.startswith("raw")) + 4 * lat_n + 20_000
         print("bench: generating %d CSRs (P-256, each its own key)..." % n_csrs, flush=True)
@@ -349,6 +351,17 @@ def main(argv: Optional[List[str]] = None) -> int:
             pools["bao1"] = Pool(redeem_requests(vgw, v_secrets[:need["bao1"]], take_csrs(need["bao1"])))
             pools["bao8"] = Pool(redeem_requests(vgw, v_secrets[need["bao1"]:], take_csrs(need["bao8"])))
 
+            print("bench: SQLite store + OpenBao PKI signer gateway (%d workers)..." % args.workers, flush=True)
+            hgw, hconfig = start_vault_gateway(bao, work, "vault-signer", args.workers, extra, backend="local")
+            gateways.append(hgw)
+            hservice = inprocess_service(hgw.state_dir, hconfig)
+            t0 = time.perf_counter()
+            h_secrets = inprocess.create_tokens(hservice, need["hyb1"] + need["hyb8"], "hyb")
+            hservice.close()
+            print("  %d tokens in %.1f s" % (len(h_secrets), time.perf_counter() - t0), flush=True)
+            pools["hyb1"] = Pool(redeem_requests(hgw, h_secrets[:need["hyb1"]], take_csrs(need["hyb1"])))
+            pools["hyb8"] = Pool(redeem_requests(hgw, h_secrets[need["hyb1"]:], take_csrs(need["hyb8"])))
+
         # ---- token creation over HTTP (8 clients) ------------------------------------------------------
         create_rows = {"create8_emb": emb}
         if vgw is not None:
@@ -365,7 +378,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                lambda s, b: None if b'"token"' in b else "no token", groups)])
 
         # ---- 1-2. throughput rounds -------------------------------------------------------------------
-        order = ["raw1", "raw8", "emb1", "emb8", "bao1", "bao8"] if vault else ["emb1", "emb8"]
+        order = ["raw1", "raw8", "emb1", "emb8", "bao1", "bao8", "hyb1", "hyb8"] if vault else ["emb1", "emb8"]
         per_round: Dict[str, List[Dict[str, object]]] = {k: [] for k in order}
         for rnd in range(profile.rounds):
             print("bench: throughput round %d/%d" % (rnd + 1, profile.rounds), flush=True)
@@ -376,8 +389,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 elif key.startswith("emb"):
                     url, check, groups = emb.url, _check_gateway, {"gateway": emb.pids}
                 else:
-                    url, check = vgw.url, _check_gateway
-                    groups = {"gateway": vgw.pids, "openbao": lambda: [bao.process.pid]}
+                    gw = vgw if key.startswith("bao") else hgw
+                    url, check = gw.url, _check_gateway
+                    groups = {"gateway": gw.pids, "openbao": lambda: [bao.process.pid]}
                 row = run_row(url, pools[key], clients, profile.seconds, check, groups)
                 per_round[key].append(row)
                 print("  %-5s %2d clients %8.1f /s  p50 %6.2f ms  p99 %7.2f ms  errors %d" % (
@@ -389,6 +403,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         results["memory"]["embedded"] = emb.memory()
         if vgw is not None:
             results["memory"]["vault"] = vgw.memory()
+            results["memory"]["vault_signer"] = hgw.memory()
         # single use held: one certificate per successful redemption
         service = inprocess_service(emb.state_dir)
         issued = service.list_certificates("default", size=1).total
