@@ -29,6 +29,7 @@ try:
 except ImportError:  # pragma: no cover
     x509 = hashes = serialization = ec = rsa = ExtendedKeyUsageOID = NameOID = None
 
+from . import der_template
 from .errors import FrontdoorError, SignerUnavailable
 from .model import IssuedCertificate, SignRequest, utcnow
 from .signer import Signer
@@ -155,6 +156,9 @@ class LocalCASigner(Signer):
         # The parts of every client certificate that do not depend on the request, built once:
         # cryptography's builder copies itself on every call, so this saves ~40 us a signature.
         self._base = {is_rsa: self._base_builder(is_rsa) for is_rsa in (False, True)}
+        # The same certificates from a DER template (~50 us less per signature), used only where
+        # it reproduces cryptography's TBS byte for byte; see der_template.
+        self._templates = {is_rsa: self._template(is_rsa) for is_rsa in (False, True)}
 
     def _base_builder(self, is_rsa: bool) -> x509.CertificateBuilder:
         return (
@@ -172,6 +176,14 @@ class LocalCASigner(Signer):
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         )
 
+    def _template(self, is_rsa: bool) -> Optional[der_template.CertificateTemplate]:
+        try:
+            template = der_template.CertificateTemplate(self._base[is_rsa], self._aki, self._key)
+            probe = ec.generate_private_key(ec.SECP256R1()).public_key()
+            return template if template.self_test(probe) else None
+        except (ValueError, TypeError, IndexError):
+            return None
+
     def ca_chain(self) -> List[str]:
         return [self._int_pem, self._root_pem]
 
@@ -181,33 +193,29 @@ class LocalCASigner(Signer):
     def sign(self, request: SignRequest) -> IssuedCertificate:
         public_key = request.key()
         subject = request.subject
-        attributes = []
-        if subject.organization:
-            attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, subject.organization))
-        if subject.organizational_unit:
-            attributes.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, subject.organizational_unit))
-        attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, subject.common_name))
         is_rsa = isinstance(public_key, rsa.RSAPublicKey)
         serial = x509.random_serial_number()
+        template = self._templates[is_rsa]
+        names = (subject.common_name, subject.organization, subject.organizational_unit)
         try:
-            cert = (
-                self._base[is_rsa]
-                .subject_name(x509.Name(attributes))
-                .public_key(public_key)
-                .serial_number(serial)
-                .not_valid_before(request.not_before)
-                .not_valid_after(request.not_after)
-                .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-                .add_extension(self._aki, critical=False)
-                .sign(self._key, hashes.SHA256())
-            )
+            if template is not None:
+                spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+                der = template.sign(template.tbs(spki, serial, request.not_before, request.not_after, *names))
+                cert = x509.load_der_x509_certificate(der)
+                certificate_pem = der_template.pem(der)
+            else:
+                cert = der_template.build_with_cryptography(
+                    self._base[is_rsa], self._aki, self._key, public_key, serial, request.not_before, request.not_after,
+                    *names,
+                )
+                certificate_pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
         except (ValueError, TypeError) as exc:
             raise SignerUnavailable("The local CA could not sign: %s" % exc) from None
         return IssuedCertificate(
-            certificate_pem=cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+            certificate_pem=certificate_pem,
             ca_chain=[self._int_pem, self._root_pem],
             serial_number="%x" % serial,
-            # second precision, as X.509 encodes them (what the certificate says, without re-reading it)
+            # whole seconds, as X.509 encodes them (what the certificate says, without re-reading it)
             not_before=request.not_before.replace(microsecond=0),
             not_after=request.not_after.replace(microsecond=0),
             certificate=cert,
