@@ -41,6 +41,7 @@ from .model import (
     SignRequest,
     Subject,
     TokenRecord,
+    evolve,
     isoformat,
     utcnow,
 )
@@ -440,7 +441,7 @@ class FrontdoorService:
                     retry_after=max(1, int((record.claim_until - now).total_seconds()) + 1),
                 )
             subject = csrmod.decide_subject(record.subject, requested_subject)
-            candidate = dataclasses.replace(
+            candidate = evolve(
                 record, claim_id=os.urandom(16).hex(), claim_until=now + self.claim_lease, version=record.version + 1
             )
             if self.store.replace_token(candidate, record.version):
@@ -488,7 +489,7 @@ class FrontdoorService:
             subject=subject, not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
             created_at=done_at, public_key_sha256=key_hash,
         )
-        done = dataclasses.replace(
+        done = evolve(
             claimed, state=STATE_REDEEMED, redeemed_at=done_at, certificate_id=certificate.id,
             public_key_sha256=key_hash, claim_id=None, claim_until=None, updated_at=done_at,
             version=claimed.version + 1,
