@@ -360,6 +360,12 @@ class SQLiteStore(TokenStore):
         return Page([_token_from(r) for r in rows], total, page, size)
 
     def replace_token(self, record: TokenRecord, expected_version: int) -> bool:
+        known = self._seen.get(record.id)
+        if known is not None and known[0] == expected_version:
+            # One UPDATE and nothing else (a claim): SQLite's implicit transaction around a single
+            # statement is the same as BEGIN IMMEDIATE ... COMMIT, without two more statements.
+            with self._writer():
+                return self._retry(lambda: self._cas(self._conn(), record, expected_version))
         return self._write(lambda conn: self._cas(conn, record, expected_version))
 
     def _cas(self, conn, record: TokenRecord, expected_version: int) -> bool:
