@@ -403,11 +403,21 @@ def create_app(
     return app
 
 
-def wrap(app: FastAPI) -> BodyLimitMiddleware:
-    # Redemption, the endpoint called at volume, skips the framework when well-formed (see fastpath.py).
-    from .fastpath import RedeemFastPath
+def wrap(app: FastAPI):
+    """The ASGI stack uvicorn serves: redemption's fast path first, then access log, body limit, FastAPI.
 
-    return BodyLimitMiddleware(RedeemFastPath(app, app.state.service, _error), MAX_BODY)
+    Redemption, the endpoint called at volume, skips the framework when well-formed and
+    enforces the same body limit itself (see fastpath.py). The access line is written by
+    ``fastpath.AccessLog`` (not uvicorn's logging-module logger) when the ``frontdoor.access``
+    logger has a handler, i.e. unless ``--no-access-log``.
+    """
+    from .fastpath import AccessLog, AccessLogMiddleware, RedeemFastPath
+
+    access = AccessLog.from_logging()
+    inner = BodyLimitMiddleware(app, MAX_BODY)
+    if access is not None:
+        inner = AccessLogMiddleware(inner, access)
+    return RedeemFastPath(inner, app.state.service, _error, access, MAX_BODY)
 
 
 def build_from_env(env=os.environ) -> tuple:

@@ -206,7 +206,7 @@ def cmd_serve(args) -> int:
         host=args.host,
         port=args.port,
         log_config=log_config(args.log_level, not args.no_access_log),
-        access_log=not args.no_access_log,
+        access_log=False,  # the access line comes from fastpath.AccessLog (cheaper, same line), see logs.py
         server_header=False,
         timeout_graceful_shutdown=10,
     )

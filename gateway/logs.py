@@ -48,7 +48,10 @@ def log_config(level: str = "info", access_log: bool = True) -> dict:
         "loggers": {
             "uvicorn": {"handlers": ["default"], "level": level.upper(), "propagate": False},
             "uvicorn.error": {"level": level.upper()},
-            "uvicorn.access": {"handlers": ["access"] if access_log else [], "level": "INFO", "propagate": False},
+            # uvicorn's own access logger stays silent (serve passes access_log=False): the line is
+            # written by fastpath.AccessLog, same format, to this handler's stream.
+            "uvicorn.access": {"handlers": [], "level": "INFO", "propagate": False},
+            "frontdoor.access": {"handlers": ["access"] if access_log else [], "level": "INFO", "propagate": False},
             "frontdoor": {"handlers": ["default"], "level": level.upper(), "propagate": False},
         },
         "root": {"handlers": ["default"], "level": "WARNING"},
