@@ -172,3 +172,23 @@ def test_anything_else_goes_to_the_full_stack(fastpath, headers, chunks):
         assert received == chunks[0]  # nothing was read before handing over
     else:
         assert received == b"".join(chunks)[:len(received)] and len(received) >= min(len(b"".join(chunks)), MAX_BODY)
+
+
+@pytest.mark.parametrize("body", [
+    b'{"type": "CSR", "value": "v"}', b'{"type": "CSR", "type": "X", "value": "v"}', b'\xef\xbb\xbf{"type": "a", "value": "b"}',
+    b'{"type": "\\ud800", "value": "v"}', b'{"type": NaN, "value": "v"}', b'{"type": "a", "value": "caf\xc3\xa9"}',
+    b'{"type": "a", "value": "\xe9"}', b' {"type": "a", "value": "b"}\n', b"[1]", b"", b'"x"', b"{}",
+])
+def test_strict_body_reads_json_as_json_loads_does(body):
+    import json
+
+    from frontdoor_gateway.fastpath import _strict_body
+
+    try:
+        data = json.loads(body)
+    except ValueError:
+        expected = None
+    else:
+        ok = type(data) is dict and len(data) == 2 and all(type(data.get(k)) is str for k in ("type", "value"))
+        expected = (data["type"], data["value"]) if ok else None
+    assert _strict_body(body) == expected
