@@ -1,4 +1,4 @@
-"""The Vault client's lean hot-path transport (http.client keep-alive pool) against a scripted local server.
+"""The Vault client's lean hot-path transport (keep-alive socket pool) against a scripted local server.
 
 `responses` only intercepts requests' transport, so the hot path's own transport is tested here
 with a real HTTP server on 127.0.0.1 that can answer, refuse, stall and drop connections on cue:
@@ -32,7 +32,7 @@ from frontdoor_pki.vault_client import VaultClient, VaultSettings
 TOKEN = "hvs.LEAN-UNIT-TOKEN-never-shown"
 CAS_ERROR = {"errors": ["check-and-set parameter did not match the current version"]}
 
-Action = Tuple  # ("json"|"close_after", status, body) | ("drop",) | ("sleep", seconds) | ("redirect", url)
+Action = Tuple  # ("json"|"close_after", status, body) | ("drop",) | ("sleep", s) | ("redirect", url) | ("raw", bytes[, close])
 
 
 class ScriptedVault:
@@ -92,6 +92,11 @@ class ScriptedVault:
                 if action[0] == "sleep":
                     time.sleep(action[1])
                     return
+                if action[0] == "raw":  # arbitrary bytes, then the connection stays open unless told
+                    conn.sendall(action[1])
+                    if len(action) > 2 and action[2]:
+                        return
+                    continue
                 if action[0] == "redirect":
                     conn.sendall(("HTTP/1.1 307 Temporary Redirect\r\nLocation: %s\r\nContent-Length: 0\r\n"
                                   "Connection: close\r\n\r\n" % action[1]).encode())
@@ -356,3 +361,59 @@ def test_tls_verifies_against_the_configured_ca(scripted, tmp_path):
     # verify: false is honoured (lab only)
     assert VaultKVStore(_client(server.url, verify=False), "secret", "fd").find_token_by_hash(
         record.secret_hash).id == record.id
+
+
+def test_chunked_answer_and_informational_lines_are_read(scripted):
+    record = _record()
+    payload = json.dumps(_kv_answer(record)).encode()
+    half = len(payload) // 2
+    chunked = (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n%x;ext=1\r\n%s\r\n0\r\n\r\n"
+               % (half, payload[:half], len(payload) - half, payload[half:]))
+    server = scripted(lambda m, p, h, b: ("raw", chunked))
+    store = VaultKVStore(_client(server.url), "secret", "fd")
+    for _ in range(2):
+        assert store.find_token_by_hash(record.secret_hash).id == record.id
+    assert server.connections == 1  # the connection stayed usable after a chunked answer
+
+
+def test_http10_answer_without_length_reads_to_the_end(scripted):
+    record = _record()
+    payload = json.dumps(_kv_answer(record)).encode()
+    server = scripted(lambda m, p, h, b: ("raw", b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + payload,
+                                          True))
+    store = VaultKVStore(_client(server.url), "secret", "fd")
+    for _ in range(2):
+        assert store.find_token_by_hash(record.secret_hash).id == record.id
+    assert server.connections == 2
+
+
+@pytest.mark.parametrize("garbage", [
+    b"SSH-2.0-OpenSSH\r\n\r\n",  # not HTTP
+    b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{}",  # shorter than announced, then closed
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # bad chunk size
+])
+def test_garbled_answer_is_a_network_failure_and_a_write_is_not_resent(scripted, garbage):
+    server = scripted(lambda m, p, h, b: ("raw", garbage, True))
+    store = VaultKVStore(_client(server.url), "secret", "fd")
+    with pytest.raises(StoreUnavailable, match="could not be reached"):
+        store._write("fd/x", {"v": 1}, cas=1)
+    assert len(server.requests) == 1
+
+
+def test_request_goes_out_in_one_piece_with_its_body(scripted):
+    server = scripted(lambda m, p, h, b: ("json", 200, {"data": {"version": 1}}))
+    store = VaultKVStore(_client(server.url), "secret", "fd")
+    assert store._write("fd/x", {"v": "é"}, cas=0) is True
+    _, method, path, headers, body = server.requests[0]
+    assert (method, path) == ("POST", "/v1/secret/data/fd/x")
+    assert json.loads(body) == {"options": {"cas": 0}, "data": {"v": "é"}}
+    assert int(headers["content-length"]) == len(body)
+
+
+def test_line_break_in_the_token_never_reaches_the_wire(scripted):
+    server = scripted(lambda m, p, h, b: ("json", 200, {}))
+    store = VaultKVStore(_client(server.url, token="hvs.abc\r\nX-Evil: 1"), "secret", "fd")
+    with pytest.raises(StoreUnavailable) as info:
+        store.find_token_by_hash("a" * 64)
+    assert "hvs.abc" not in info.value.message and not server.requests
