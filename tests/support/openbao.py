@@ -117,7 +117,21 @@ class OpenBao:
             self.process.wait(timeout=10)
 
     def freeze(self) -> None:
+        """SIGSTOP, and wait until every thread is really stopped: the signal is asynchronous, and a
+        client that sends its next request within microseconds would otherwise still be answered."""
         os.kill(self.process.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            try:
+                states = []
+                for task in os.listdir("/proc/%d/task" % self.process.pid):
+                    with open("/proc/%d/task/%s/stat" % (self.process.pid, task), "r", encoding="ascii") as handle:
+                        states.append(handle.read().rsplit(")", 1)[1].split()[0])
+            except OSError:
+                states = ["?"]  # a thread came or went while listing: look again
+            if states and all(state in ("T", "t") for state in states):
+                return
+            time.sleep(0.001)
 
     def thaw(self) -> None:
         os.kill(self.process.pid, signal.SIGCONT)
