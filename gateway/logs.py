@@ -2,7 +2,10 @@
 
 The redemption URL carries the secret (as in the reference API), so uvicorn's access
 log would print it. Every handler gets a filter that rewrites the formatted message
-(and any traceback text) through ``redact`` before it is emitted.
+(and any traceback text) through ``redact`` before it is emitted. The access line itself
+is written by ``fastpath.AccessLog`` to the ``frontdoor.access`` handler's stream (not
+through ``logging``, which cost ~45 us per request) and applies the same ``redact`` to
+its whole message.
 """
 
 from __future__ import annotations
