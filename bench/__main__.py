@@ -410,6 +410,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         service.close()
         redeemed_ok = sum(r["ok"] for k in ("emb1", "emb8") for r in [rows[k]])
         results["single_use_check"] = {"embedded_certificates": issued, "embedded_successful_redemptions": redeemed_ok}
+        if vgw is not None:
+            service = inprocess_service(hgw.state_dir, hconfig)
+            results["single_use_check"]["vault_signer_certificates"] = service.list_certificates("default", size=1).total
+            service.close()
+            results["single_use_check"]["vault_signer_successful_redemptions"] = sum(
+                rows[k]["ok"] for k in ("hyb1", "hyb8"))
         for gateway in list(gateways):
             gateway.stop()
             gateways.remove(gateway)

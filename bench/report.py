@@ -141,6 +141,10 @@ def table(results: dict) -> str:
         lines.append("  certificates issued %d = successful redemptions %d: %s" % (
             check["embedded_certificates"], check["embedded_successful_redemptions"],
             "yes" if check["embedded_certificates"] == check["embedded_successful_redemptions"] else "NO"))
+        if "vault_signer_certificates" in check:
+            lines.append("  SQLite + PKI signer: certificates recorded %d = successful redemptions %d: %s" % (
+                check["vault_signer_certificates"], check["vault_signer_successful_redemptions"],
+                "yes" if check["vault_signer_certificates"] == check["vault_signer_successful_redemptions"] else "NO"))
     lines.append("")
     lines.append("targets:")
     for t in results["targets"]:

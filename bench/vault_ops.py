@@ -60,7 +60,6 @@ def _policy() -> str:
 def _prepare_keys(bao: OpenBao, token: str, count: int, start: int) -> List[str]:
     """``count`` keys at KV version 1 (what a fresh token record is before its claim)."""
     names = ["t/%064x" % (start + i) for i in range(count)]
-    session = requests.Session()
 
     def create(chunk: List[str]) -> None:
         with requests.Session() as s:
@@ -72,7 +71,6 @@ def _prepare_keys(bao: OpenBao, token: str, count: int, start: int) -> List[str]
     chunks = [names[i::8] for i in range(8)]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(create, chunks))
-    session.close()
     return names
 
 
