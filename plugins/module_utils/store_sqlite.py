@@ -98,6 +98,12 @@ _CERT_COLUMNS = (
 
 _OPEN_LOCK = threading.Lock()
 
+# os.getpid() is a system call (glibc keeps no cache), made several times per redemption to
+# notice a fork; the pid is kept here and refreshed in a forked child instead.
+_PID = [os.getpid()]
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+
 
 def _ts(value: Optional[_dt.datetime]) -> Optional[float]:
     return None if value is None else value.timestamp()
@@ -183,7 +189,7 @@ class SQLiteStore(TokenStore):
     # -- connections ---------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+        if conn is None or getattr(self._local, "pid", None) != _PID[0]:
             try:
                 conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -196,7 +202,7 @@ class SQLiteStore(TokenStore):
             except sqlite3.Error as exc:
                 raise StoreUnavailable("The SQLite store at %s cannot be opened: %s" % (self.path, exc)) from None
             self._local.conn = conn
-            self._local.pid = os.getpid()
+            self._local.pid = _PID[0]
         return conn
 
     def _retry(self, fn, attempts: int = 50):
@@ -216,15 +222,15 @@ class SQLiteStore(TokenStore):
 
     def _process_lock_fd(self) -> Optional[int]:
         """The fd of ``<db>-lock`` for this process (reopened after a fork: flock is per open file)."""
-        if self._lock_pid != os.getpid():
+        if self._lock_pid != _PID[0]:
             with _OPEN_LOCK:
-                if self._lock_pid != os.getpid():
+                if self._lock_pid != _PID[0]:
                     self._thread_lock = threading.Lock()
                     try:
                         self._lock_fd = os.open(self.path + "-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
                     except OSError:
                         self._lock_fd = None  # e.g. a read-only directory: SQLite's own locking still applies
-                    self._lock_pid = os.getpid()
+                    self._lock_pid = _PID[0]
         return self._lock_fd
 
     @contextlib.contextmanager
@@ -310,20 +316,22 @@ class SQLiteStore(TokenStore):
 
     def get_token(self, frontdoor_id: str, token_id: str) -> Optional[TokenRecord]:
         rows = self._read(
-            "SELECT %s FROM tokens WHERE id = ? AND frontdoor_id = ?" % _TOKEN_COLUMNS, (token_id, frontdoor_id)
+            "SELECT %s, rowid FROM tokens WHERE id = ? AND frontdoor_id = ?" % _TOKEN_COLUMNS, (token_id, frontdoor_id)
         )
         return self._remember(rows[0]) if rows else None
 
     def find_token_by_hash(self, secret_hash: str) -> Optional[TokenRecord]:
-        rows = self._read("SELECT %s FROM tokens WHERE secret_hash = ?" % _TOKEN_COLUMNS, (secret_hash,))
+        rows = self._read("SELECT %s, rowid FROM tokens WHERE secret_hash = ?" % _TOKEN_COLUMNS, (secret_hash,))
         return self._remember(rows[0]) if rows else None
 
     def _remember(self, row) -> TokenRecord:
-        """Keep the row's mutable columns by (id, version) so that a CAS on it needs no SELECT."""
+        """Keep the row's mutable columns and rowid by (id, version): a CAS on that version then
+        needs no SELECT and finds the row by rowid, not through the id index (fewer pages to read
+        again after another process's commit has emptied this connection's page cache)."""
         seen = self._seen
         if len(seen) > 1024:
             seen.clear()
-        seen[row[0]] = (row[18], tuple(row[i] for i in _MUTABLE_INDEXES))
+        seen[row[0]] = (row[18], tuple(row[i] for i in _MUTABLE_INDEXES), row[19])
         return _token_from(row)
 
     @staticmethod
@@ -368,7 +376,7 @@ class SQLiteStore(TokenStore):
                 return self._retry(lambda: self._cas(self._conn(), record, expected_version))
         return self._write(lambda conn: self._cas(conn, record, expected_version))
 
-    def _cas(self, conn, record: TokenRecord, expected_version: int) -> bool:
+    def _cas(self, conn, record: TokenRecord, expected_version: int, use_seen: bool = True) -> bool:
         """Compare-and-set on the version, writing only the columns that differ.
 
         SQLite rewrites every index that contains a column named in SET, even when the value
@@ -379,31 +387,38 @@ class SQLiteStore(TokenStore):
         method and bumps the version, so (id, version) names one content), otherwise read inside
         the same IMMEDIATE transaction. Either way the UPDATE still checks the version.
         """
-        known = self._seen.get(record.id)
+        known = self._seen.get(record.id) if use_seen else None
         if known is not None and known[0] == expected_version:
-            current = known[1]
+            current, rowid = known[1], known[2]
         else:
-            current = conn.execute(
-                "SELECT %s FROM tokens WHERE id=? AND frontdoor_id=? AND version=?" % _MUTABLE_SQL,
+            found = conn.execute(
+                "SELECT %s, rowid FROM tokens WHERE id=? AND frontdoor_id=? AND version=?" % _MUTABLE_SQL,
                 (record.id, record.frontdoor_id, expected_version),
             ).fetchone()
-            if current is None:
+            if found is None:
                 return False
+            current, rowid = found[:-1], found[-1]
         row = _token_row(record)
         wanted = tuple(row[i] for i in _MUTABLE_INDEXES)
         changed = [i for i, (old, new) in enumerate(zip(current, wanted)) if old != new or type(old) is not type(new)]
         columns = [_MUTABLE[i] for i in changed if _MUTABLE[i] != "version"] + ["version"]
         values = [wanted[i] for i in changed if _MUTABLE[i] != "version"] + [record.version]
+        # rowid finds the row; id, frontdoor and version decide whether it is still the one we mean
         cursor = conn.execute(
-            "UPDATE tokens SET %s WHERE id=? AND frontdoor_id=? AND version=?" % ", ".join("%s=?" % c for c in columns),
-            values + [record.id, record.frontdoor_id, expected_version],
+            "UPDATE tokens SET %s WHERE rowid=? AND id=? AND frontdoor_id=? AND version=?"
+            % ", ".join("%s=?" % c for c in columns),
+            values + [rowid, record.id, record.frontdoor_id, expected_version],
         )
         if cursor.rowcount != 1:
             self._seen.pop(record.id, None)
+            if known is not None and known[0] == expected_version:
+                # not at that rowid any more (a VACUUM renumbers rowids) or not at that version:
+                # decide by id, as without the remembered row
+                return self._cas(conn, record, expected_version, use_seen=False)
             return False
         # Remembered before COMMIT: if the COMMIT fails, the row is still at expected_version and
         # the next CAS names that version, which misses this entry and reads the row.
-        self._seen[record.id] = (record.version, wanted)
+        self._seen[record.id] = (record.version, wanted, rowid)
         return True
 
     def record_redemption(self, record: TokenRecord, expected_version: int, certificate: CertificateRecord) -> bool:
@@ -497,7 +512,7 @@ class SQLiteStore(TokenStore):
         if conn is not None:
             conn.close()
             self._local.conn = None
-        if self._lock_fd is not None and self._lock_pid == os.getpid():
+        if self._lock_fd is not None and self._lock_pid == _PID[0]:
             os.close(self._lock_fd)
             self._lock_fd = None
             self._lock_pid = None
