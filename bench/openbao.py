@@ -105,9 +105,10 @@ def setup_pki(bao: OpenBao, mount: str = PKI_MOUNT) -> None:
     })
 
 
-def token_for(bao: OpenBao, name: str, policy: str) -> str:
+def token_for(bao: OpenBao, name: str, policy: str, token_type: str = "service") -> str:
     """A token limited to ``policy`` (HCL): clients of a real OpenBao do not sign with the root token,
-    and the root token skips the ACL check that every other request pays for."""
+    and the root token skips the ACL check that every other request pays for. ``token_type``
+    "batch" makes a token OpenBao validates without a token-store lookup."""
     bao.api("PUT", "sys/policies/acl/%s" % name, {"policy": policy})
-    return bao.api("POST", "auth/token/create", {"policies": [name], "ttl": "4h", "no_default_policy": True})[
-        "auth"]["client_token"]
+    return bao.api("POST", "auth/token/create", {"policies": [name], "ttl": "4h", "no_default_policy": True,
+                                                 "type": token_type})["auth"]["client_token"]
