@@ -175,9 +175,15 @@ class _LeanTransport:
         parts = urllib.parse.urlsplit(settings.url)
         self.settings = settings
         self.https = parts.scheme == "https"
-        self.usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+        try:
+            port = parts.port
+        except ValueError:  # not a port number: requests reports it on the first request, as before
+            port = None
+            self.usable = False
+        else:
+            self.usable = parts.scheme in ("http", "https") and bool(parts.hostname)
         self.host = parts.hostname or ""
-        self.port = parts.port or (443 if self.https else 80)
+        self.port = port or (443 if self.https else 80)
         self.base = parts.path.rstrip("/")
         self.host_header = parts.netloc.rsplit("@", 1)[-1]
         self._idle: List[_Connection] = []
@@ -226,6 +232,11 @@ class _LeanTransport:
     def _connect(self) -> _Connection:
         """A new connection, retrying a failed connect as the requests path does (nothing was sent)."""
         timeout = self.settings.timeout
+        if self.https:
+            try:
+                self._ssl_context()
+            except (OSError, ssl.SSLError) as exc:  # e.g. vault.caCert names a file that is not there
+                raise _NetworkFailure("SSLError", tls=True) from exc
         for attempt in range(_CONNECT_RETRIES + 1):
             sock = None
             try:
@@ -301,6 +312,7 @@ class _ProtocolError(Exception):
 
 _LINE_MAX = 65536
 _HEADERS_MAX = 100
+_BODY_MAX = 64 * 1024 * 1024  # far above any KV value or certificate; bounds what a broken peer can make us hold
 
 
 def _readline(rfile) -> bytes:
@@ -354,7 +366,12 @@ def _read_response(rfile, method: str) -> Tuple[int, Optional[str], bytes, bool]
         if chunked:
             return status, content_type, _read_chunked(rfile), close
         if length is None:  # delimited by the end of the connection
-            return status, content_type, rfile.read(), True
+            body = rfile.read(_BODY_MAX + 1)
+            if len(body) > _BODY_MAX:
+                raise _ProtocolError("answer too large")
+            return status, content_type, body, True
+        if length > _BODY_MAX:
+            raise _ProtocolError("answer too large")
         body = rfile.read(length)
         if len(body) != length:
             raise _ProtocolError("answer shorter than its Content-Length")
@@ -364,6 +381,7 @@ def _read_response(rfile, method: str) -> Tuple[int, Optional[str], bytes, bool]
 
 def _read_chunked(rfile) -> bytes:
     parts: List[bytes] = []
+    total = 0
     while True:
         line = _readline(rfile)
         if not line:
@@ -375,6 +393,9 @@ def _read_chunked(rfile) -> bytes:
                 if trailer in (b"\r\n", b"\n", b""):
                     return b"".join(parts)
             raise _ProtocolError("too many trailers")
+        total += size
+        if total > _BODY_MAX:
+            raise _ProtocolError("answer too large")
         chunk = rfile.read(size)
         if len(chunk) != size:
             raise _ProtocolError("closed inside a chunk")

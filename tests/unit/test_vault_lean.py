@@ -417,3 +417,16 @@ def test_line_break_in_the_token_never_reaches_the_wire(scripted):
     with pytest.raises(StoreUnavailable) as info:
         store.find_token_by_hash("a" * 64)
     assert "hvs.abc" not in info.value.message and not server.requests
+
+
+def test_missing_ca_file_is_a_tls_error_with_the_hint(scripted, tmp_path):
+    _, context = _tls_material(tmp_path)
+    server = scripted(lambda m, p, h, b: ("json", 200, {}), tls=context)
+    store = VaultKVStore(_client(server.url, caCert=str(tmp_path / "missing.pem")), "secret", "fd")
+    with pytest.raises(StoreUnavailable, match="VAULT_CACERT"):
+        store.find_token_by_hash("a" * 64)
+    assert not server.requests
+
+
+def test_a_url_with_a_bad_port_leaves_the_lean_transport_aside():
+    assert not _client("http://vault.test:notaport").lean_usable()
