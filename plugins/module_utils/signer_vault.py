@@ -50,6 +50,7 @@ from .vault_client import VaultClient, shared_client
 ROLE_PREFIX = "frontdoor-"
 EXPIRY_SLACK = _dt.timedelta(seconds=120)
 DEFAULT_ROLE_MAX_TTL = 365 * 86400
+_ROLE_NAMES_MAX = 4096  # (O, OU) pairs remembered per signer; bounded for long-running gateways
 
 
 def role_name(organization: Optional[str], organizational_unit: Optional[str], max_ttl: int, no_store: bool,
@@ -144,6 +145,7 @@ class VaultPKISigner(Signer):
         self.role_max_ttl = int(role_max_ttl)
         self.no_store = bool(no_store)
         self._roles: Dict[str, bool] = {}
+        self._role_names: Dict[Tuple[Optional[str], Optional[str], bool], str] = {}
         self._lock = threading.Lock()
         self._chain: Optional[List[str]] = None
         self._issuer_not_after: Optional[_dt.datetime] = None
@@ -151,7 +153,14 @@ class VaultPKISigner(Signer):
     # -- roles -------------------------------------------------------------------------
     def role_for(self, organization: Optional[str], organizational_unit: Optional[str], rsa: bool = False) -> str:
         if self.manage_roles:
-            return role_name(organization, organizational_unit, self.role_max_ttl, self.no_store, rsa)
+            key = (organization, organizational_unit, rsa)
+            name = self._role_names.get(key)
+            if name is None:  # a JSON dump and a SHA-256 per redemption otherwise; the settings never change
+                name = role_name(organization, organizational_unit, self.role_max_ttl, self.no_store, rsa)
+                if len(self._role_names) >= _ROLE_NAMES_MAX:
+                    self._role_names.clear()
+                self._role_names[key] = name
+            return name
         if self.role:
             return self.role
         digest = hashlib.sha256(("%s\x00%s" % (organization or "", organizational_unit or "")).encode()).hexdigest()[:16]
@@ -275,6 +284,7 @@ class VaultPKISigner(Signer):
             serial_number="%x" % cert.serial_number,
             not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc,
+            certificate=cert,  # parsed from exactly this PEM: the service checks it without parsing again
         )
 
     # -- CA ---------------------------------------------------------------------------------
