@@ -51,6 +51,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as _dt
+import re
 import threading
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
@@ -173,6 +174,7 @@ class VaultKVStore(TokenStore):
     def __init__(self, client: VaultClient, mount: str, prefix: str):
         self.client = client
         self.mount = mount
+        self._mount_url = urllib.parse.quote(mount)
         self.prefix = prefix.strip("/")
         self._lock = threading.Lock()
         self._bases: Dict[str, int] = {}  # hash -> KV version offset (immutable per key)
@@ -188,7 +190,9 @@ class VaultKVStore(TokenStore):
 
     def _data_url(self, path: str) -> str:
         """The KV v2 data URL of ``path``, quoted as hvac quotes it (for the lean transport)."""
-        return "/v1/%s/data/%s" % (urllib.parse.quote(self.mount), urllib.parse.quote(path))
+        if _URL_SAFE.match(path) is None:  # hex hashes, ids and base64url names never need quoting
+            path = urllib.parse.quote(path)
+        return "/v1/%s/data/%s" % (self._mount_url, path)
 
     def _read(self, path: str) -> Optional[Tuple[Dict[str, Any], int]]:
         def run(c):
@@ -710,8 +714,12 @@ class VaultKVStore(TokenStore):
         self.client.close()
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+_URL_SAFE = re.compile(r"[A-Za-z0-9._~/-]*\Z")  # what urllib.parse.quote leaves as it is
+
+
 def _is_hex64(value: str) -> bool:
-    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    return isinstance(value, str) and _HEX64.match(value) is not None
 
 
 def _short(exc: BaseException) -> str:
