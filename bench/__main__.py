@@ -78,6 +78,13 @@ def machine_info() -> Dict[str, object]:
         parser = "httptools"
     except ImportError:
         parser = "h11"
+    extras = []
+    for name in ("uvloop", "orjson"):  # used by the gateway when installed (requirements.txt)
+        try:
+            __import__(name)
+            extras.append(name)
+        except ImportError:
+            pass
     try:
         import subprocess
 
@@ -88,7 +95,7 @@ def machine_info() -> Dict[str, object]:
     return {
         "commit": commit, "nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
         "platform": platform.platform(), "cryptography": cryptography.__version__, "uvicorn": uvicorn.__version__,
-        "fastapi": fastapi.__version__, "http_parser": parser, "loadavg_start": list(os.getloadavg()),
+        "fastapi": fastapi.__version__, "http_parser": "+".join([parser] + extras), "loadavg_start": list(os.getloadavg()),
     }
 
 
