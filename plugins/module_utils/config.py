@@ -56,6 +56,9 @@ class Config:
     frontdoors: List[FrontdoorSettings] = dataclasses.field(default_factory=list)
     signers: Dict[str, Dict[str, Any]] = dataclasses.field(default_factory=dict)  # frontdoor id -> signer options
     api_tokens: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: SQLite's ``synchronous`` for the local store: "normal" (WAL; survives a crashed process, may lose the
+    #: last commits on power loss) or "full" (an fsync per commit; ~35 % fewer redemptions/s here)
+    sqlite_synchronous: str = "normal"
     source: Optional[str] = None  # the file it came from
 
 
@@ -140,7 +143,7 @@ def load_config(
             data = {}
     if not isinstance(data, Mapping):
         raise ConfigError("the configuration must be a mapping at the top level")
-    known = {"backend", "stateDir", "claimLeaseSeconds", "audit", "vault", "stepCa", "frontdoors", "apiTokens"}
+    known = {"backend", "stateDir", "claimLeaseSeconds", "audit", "vault", "stepCa", "frontdoors", "apiTokens", "sqlite"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError("unknown configuration key(s): %s (known: %s)" % (", ".join(sorted(unknown)), ", ".join(sorted(known))))
@@ -164,6 +167,13 @@ def load_config(
         if env.get(name):
             step_ca.setdefault(key, env[name])
 
+    sqlite = _mapping(data, "sqlite")
+    if set(sqlite) - {"synchronous"}:
+        raise ConfigError("sqlite: unknown key(s) %s (known: synchronous)" % ", ".join(sorted(set(sqlite) - {"synchronous"})))
+    synchronous = str(sqlite.get("synchronous", "normal")).lower()
+    if synchronous not in ("normal", "full"):
+        raise ConfigError("sqlite.synchronous must be 'normal' or 'full', not %r" % sqlite.get("synchronous"))
+
     default_signer = str(env.get("FRONTDOOR_SIGNER") or ("vault" if backend == "vault" else "local")).lower()
     config = Config(
         state_dir=state,
@@ -174,6 +184,7 @@ def load_config(
         vault=vault,
         step_ca=step_ca,
         api_tokens=list(data.get("apiTokens") or []),
+        sqlite_synchronous=synchronous,
         source=source,
     )
     if not isinstance(data.get("apiTokens") or [], list):
@@ -223,7 +234,7 @@ def build_store(config: Config):
         return build_vault_store(config)
     from .store_sqlite import SQLiteStore
 
-    return SQLiteStore(os.path.join(config.state_dir, "frontdoor.db"))
+    return SQLiteStore(os.path.join(config.state_dir, "frontdoor.db"), synchronous=config.sqlite_synchronous)
 
 
 def build_signer(config: Config, frontdoor_id: str):

@@ -167,9 +167,14 @@ class SQLiteStore(TokenStore):
 
     kind = "sqlite"
 
-    def __init__(self, path: str, busy_timeout: float = 10.0):
+    def __init__(self, path: str, busy_timeout: float = 10.0, synchronous: str = "normal"):
         self.path = path
         self.busy_timeout = busy_timeout
+        if synchronous.lower() not in ("normal", "full"):
+            raise ValueError("synchronous must be 'normal' or 'full'")
+        # NORMAL: in WAL mode a commit is safe from a crashed process but not from power loss (the
+        # last commits may be lost, and with them a recorded redemption). FULL fsyncs every commit.
+        self.synchronous = synchronous.upper()
         self._local = threading.local()
         self._lock_pid = None
         self._lock_fd = None
@@ -193,7 +198,7 @@ class SQLiteStore(TokenStore):
             try:
                 conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
                 conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA synchronous=%s" % self.synchronous)
                 # The default (1000 pages) made every ~150th redemption copy the WAL back into the
                 # database and fsync it inside its COMMIT: ~20 us a commit on average. 8000 pages
                 # (32 MB of WAL) folds repeated writes of the same hot index pages into one copy.
