@@ -70,7 +70,7 @@ from .store import TokenStore
 from .vault_client import VaultClient, is_cas_mismatch, shared_client
 
 _WORKERS = 8
-_CACHE_MAX = 2048  # tokens remembered per store: enough for the redemptions in flight (~1.5 KB each)
+_CACHE_MAX = 512  # tokens remembered per store: enough for the redemptions in flight (a few KB each)
 
 
 def _ms(value: _dt.datetime) -> int:
