@@ -34,6 +34,7 @@ import re
 import socket
 import time
 from typing import Dict, Optional, Tuple
+from urllib.parse import quote
 
 from frontdoor_pki.errors import FrontdoorError
 from frontdoor_pki.service import FrontdoorService
@@ -145,7 +146,7 @@ class AccessLog:
         client = scope.get("client")
         path = scope["path"]
         if not _PLAIN_PATH.match(path):
-            path = urllib_quote(path)
+            path = quote(path)
         query = scope.get("query_string")
         if query:
             path = "%s?%s" % (path, query.decode("ascii"))
@@ -160,12 +161,6 @@ class AccessLog:
 
 
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9_.\-~/]*\Z")  # what urllib.parse.quote leaves unchanged
-
-
-def urllib_quote(path: str) -> str:
-    from urllib.parse import quote
-
-    return quote(path)
 
 
 class AccessLogMiddleware:

@@ -255,17 +255,9 @@ class GatewayBackend(Backend):
 
 
 def _read_config_file(path: str) -> Dict[str, Any]:
-    import yaml  # ansible-core depends on PyYAML; only needed when the state dir has a config file
+    from .config import ConfigError, read_config_file
 
-    from .config import ConfigError
-
-    try:
-        with open(path, "r", encoding="utf-8") as handle:
-            data = yaml.safe_load(handle) or {}
-    except OSError as exc:
-        raise ConfigError("cannot read config file %s: %s" % (path, exc)) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError("config file %s is not valid YAML: %s" % (path, exc)) from None
+    data = read_config_file(path)
     if not isinstance(data, dict):
         raise ConfigError("config file %s must hold a mapping" % path)
     return data

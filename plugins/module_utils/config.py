@@ -67,6 +67,19 @@ def resolve_state_dir(state_dir: Optional[str] = None, env: Optional[Mapping[str
     return os.path.abspath(os.path.expanduser(state_dir or env.get("FRONTDOOR_STATE_DIR") or DEFAULT_STATE_DIR))
 
 
+def read_config_file(path: str) -> Any:
+    """The YAML document in ``path`` (``{}`` when empty); a ConfigError saying why it cannot be read."""
+    import yaml  # only needed with a file; modules pass data
+
+    try:
+        with open(path, "r", encoding="utf-8") as handle:
+            return yaml.safe_load(handle) or {}
+    except OSError as exc:
+        raise ConfigError("cannot read config file %s: %s" % (path, exc)) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError("config file %s is not valid YAML: %s" % (path, exc)) from None
+
+
 def _duration(value, where: str, default: int) -> int:
     if value is None:
         return default
@@ -129,15 +142,7 @@ def load_config(
         if not path and os.path.exists(os.path.join(state, CONFIG_FILE_NAME)):
             path = os.path.join(state, CONFIG_FILE_NAME)
         if path:
-            import yaml  # only needed with a file; modules pass data
-
-            try:
-                with open(path, "r", encoding="utf-8") as handle:
-                    data = yaml.safe_load(handle) or {}
-            except OSError as exc:
-                raise ConfigError("cannot read config file %s: %s" % (path, exc)) from None
-            except yaml.YAMLError as exc:
-                raise ConfigError("config file %s is not valid YAML: %s" % (path, exc)) from None
+            data = read_config_file(path)
             source = path
         else:
             data = {}

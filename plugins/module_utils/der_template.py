@@ -143,9 +143,9 @@ class CertificateTemplate:
         self.builder = builder
         self.aki = aki
         self.ca_key = ca_key
-        probe_key = ec.generate_private_key(ec.SECP256R1()).public_key()
+        self.probe_key = ec.generate_private_key(ec.SECP256R1()).public_key()
         now = _dt.datetime(2030, 1, 1, tzinfo=_dt.timezone.utc)
-        probe = self.build_with_cryptography(probe_key, 1, now, now, "probe", None, None)
+        probe = self.build_with_cryptography(self.probe_key, 1, now, now, "probe", None, None)
         tbs = probe.tbs_certificate_bytes
         _tag, start, end = read_tlv(tbs)
         parts = children(tbs, start, end)
@@ -183,8 +183,10 @@ class CertificateTemplate:
         signature = self.ca_key.sign(tbs, ec.ECDSA(hashes.SHA256()))
         return tlv(0x30, tbs + self.outer_algorithm + tlv(0x03, b"\x00" + signature))
 
-    def self_test(self, public_key) -> bool:
-        """True when the template's TBS equals cryptography's, byte for byte, for a sample request."""
+    def self_test(self, public_key=None) -> bool:
+        """True when the template's TBS equals cryptography's, byte for byte, for a sample request
+        (with ``public_key``, or the key the template was laid out with)."""
+        public_key = self.probe_key if public_key is None else public_key
         spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         start = _dt.datetime(2031, 2, 3, 4, 5, 6, tzinfo=_dt.timezone.utc)
         end = _dt.datetime(2051, 2, 3, 4, 5, 6, tzinfo=_dt.timezone.utc)
