@@ -17,11 +17,23 @@ from typing import Optional
 # report a missing cryptography with missing_required_lib (HAS_CRYPTOGRAPHY) instead of a traceback.
 try:
     from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-    from cryptography.x509.oid import NameOID
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+    from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
+
+    # Signature algorithms a CSR is verified for with the key already loaded: (key class, hash).
+    _VERIFY_WITH_KEY = {
+        SignatureAlgorithmOID.ECDSA_WITH_SHA256: (ec.EllipticCurvePublicKey, hashes.SHA256),
+        SignatureAlgorithmOID.ECDSA_WITH_SHA384: (ec.EllipticCurvePublicKey, hashes.SHA384),
+        SignatureAlgorithmOID.ECDSA_WITH_SHA512: (ec.EllipticCurvePublicKey, hashes.SHA512),
+        SignatureAlgorithmOID.RSA_WITH_SHA256: (rsa.RSAPublicKey, hashes.SHA256),
+        SignatureAlgorithmOID.RSA_WITH_SHA384: (rsa.RSAPublicKey, hashes.SHA384),
+        SignatureAlgorithmOID.RSA_WITH_SHA512: (rsa.RSAPublicKey, hashes.SHA512),
+        SignatureAlgorithmOID.ED25519: (ed25519.Ed25519PublicKey, None),
+    }
 except ImportError:  # pragma: no cover
-    x509 = serialization = ec = ed25519 = rsa = NameOID = None
+    x509 = serialization = hashes = ec = ed25519 = padding = rsa = NameOID = SignatureAlgorithmOID = None
+    _VERIFY_WITH_KEY = {}
 
 from .errors import FrontdoorError
 from .model import Subject
@@ -72,17 +84,41 @@ def load_csr_and_key(pem, csr_type="CSR"):
     except (ValueError, TypeError, x509.UnsupportedGeneralNameType, Exception):  # noqa: BLE001 - any parse failure
         raise _invalid("The CSR's public key could not be read or uses an unsupported algorithm.", "bad_key") from None
     check_key_policy(public_key)
-    try:
-        valid = csr.is_signature_valid
-    except Exception:  # noqa: BLE001 - cryptography raises several types for odd signatures
-        valid = False
-    if not valid:
+    if not signature_is_valid(csr, public_key):
         raise _invalid(
             "The CSR's signature does not verify against its public key (proof of possession failed): "
             "sign the request with the private key it carries.",
             "bad_signature",
         )
     return csr, public_key
+
+
+def signature_is_valid(csr: x509.CertificateSigningRequest, public_key) -> bool:
+    """``csr.is_signature_valid``, with the key the caller already loaded.
+
+    Why: ``is_signature_valid`` parses the public key out of the CSR again (point decoding and
+    the on-curve check for EC), ~25 us of a ~100 us P-256 verification. For the common
+    algorithms the same check is made with ``public_key.verify``; the key's class must match the
+    algorithm, as cryptography requires. Anything else (RSA-PSS, Ed448, SHA-1, ...) is left to
+    ``is_signature_valid``.
+    """
+    try:
+        known = _VERIFY_WITH_KEY.get(csr.signature_algorithm_oid)
+        if known is None:
+            return bool(csr.is_signature_valid)
+        key_class, hash_class = known
+        if not isinstance(public_key, key_class):
+            return False
+        signature, data = csr.signature, csr.tbs_certrequest_bytes
+        if hash_class is None:
+            public_key.verify(signature, data)
+        elif key_class is rsa.RSAPublicKey:
+            public_key.verify(signature, data, padding.PKCS1v15(), hash_class())
+        else:
+            public_key.verify(signature, data, ec.ECDSA(hash_class()))
+        return True
+    except Exception:  # noqa: BLE001 - InvalidSignature, or cryptography's errors for odd signatures
+        return False
 
 
 def check_key_policy(public_key) -> None:
