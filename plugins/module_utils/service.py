@@ -468,7 +468,7 @@ class FrontdoorService:
             if limit is not None and not_after > limit:
                 not_after = limit
             request = SignRequest(
-                frontdoor_id=settings.id, csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+                frontdoor_id=settings.id, csr_pem=None,
                 csr=csr, subject=subject, not_before=not_before, not_after=not_after, token_id=claimed.id,
                 name=claimed.name, public_key=public_key,
             )
@@ -638,6 +638,9 @@ class FrontdoorService:
                 signer.close()
             except Exception:  # noqa: BLE001, S110 - closing is best effort
                 pass
+        close_audit = getattr(self.audit, "close", None)
+        if close_audit is not None:
+            close_audit()
         self.store.close()
 
 

@@ -711,7 +711,7 @@ class StepCASigner(Signer):
             raise FrontdoorError("signer_unavailable", "Cannot sign with step-ca: %s The token was not used."
                                  % problem, retry_after=30)
         ott = self.sign_token(request)
-        body = {"csr": request.csr_pem, "ott": ott,
+        body = {"csr": request.pem(), "ott": ott,
                 "notAfter": request.not_after.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
         response = self._post("/1.0/sign", body)
         del ott, body

@@ -229,10 +229,10 @@ class VaultPKISigner(Signer):
     def _sign_once(self, name: str, request: SignRequest, params: Dict[str, Any]) -> Any:
         def run(c):
             return c.secrets.pki.sign_certificate(
-                name, request.csr_pem, request.subject.common_name, extra_params=dict(params), mount_point=self.mount
+                name, request.pem(), request.subject.common_name, extra_params=dict(params), mount_point=self.mount
             )
 
-        body = dict(params, csr=request.csr_pem, common_name=request.subject.common_name)
+        body = dict(params, csr=request.pem(), common_name=request.subject.common_name)
         fast = ("POST", "/v1/%s/sign/%s" % (urllib.parse.quote(self.mount), urllib.parse.quote(name)), body)
         try:
             return self.client.call(run, SignerUnavailable, "signing with role %s on mount %s" % (name, self.mount),
