@@ -13,10 +13,14 @@ import json
 import os
 import sys
 import threading
+import time
 from typing import IO, Optional
 
 from .model import isoformat, utcnow
 from .tokens import redact
+
+#: seconds an open audit file is written before it is opened again by name (see AuditLog._fd)
+REOPEN_AFTER = 1.0
 
 
 class AuditLog:
@@ -24,6 +28,7 @@ class AuditLog:
         self.path = path
         self.stream = stream
         self._lock = threading.Lock()
+        self._file = None  # (fd, pid, opened at): see _fd
         if path:
             directory = os.path.dirname(os.path.abspath(path))
             os.makedirs(directory, exist_ok=True)
@@ -38,11 +43,7 @@ class AuditLog:
         with self._lock:
             if self.path:
                 # O_APPEND: lines from several processes interleave whole, never torn.
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                try:
-                    os.write(fd, line.encode("utf-8"))
-                finally:
-                    os.close(fd)
+                os.write(self._fd(), line.encode("utf-8"))
             if self.stream is not None:
                 try:
                     self.stream.write(line)
@@ -50,6 +51,33 @@ class AuditLog:
                 except (OSError, ValueError):
                     pass
         return entry
+
+    def _fd(self) -> int:
+        """The audit file, opened by name again once it has been open REOPEN_AFTER seconds.
+
+        Why not open and close per line: that was two of the system calls of every redemption.
+        Why not keep it open for good: a rotated (renamed) file must be left within a second;
+        lines of that second land in the rotated file, none is lost. A failing open raises
+        here, before the event is reported as done (the trail fails closed, as before).
+        """
+        now = time.monotonic()
+        current = self._file
+        if current is not None:
+            fd, pid, opened = current
+            if pid == os.getpid() and now - opened < REOPEN_AFTER:
+                return fd
+            self._file = None
+            if pid == os.getpid():
+                os.close(fd)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._file = (fd, os.getpid(), now)
+        return fd
+
+    def close(self) -> None:
+        with self._lock:
+            current, self._file = self._file, None
+            if current is not None and current[1] == os.getpid():
+                os.close(current[0])
 
 
 class NullAudit(AuditLog):
