@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fcntl
+import hashlib
 import json
 import os
 import sqlite3
@@ -56,7 +57,10 @@ CREATE TABLE IF NOT EXISTS tokens (
 );
 CREATE INDEX IF NOT EXISTS tokens_fd_created ON tokens (frontdoor_id, created_at);
 CREATE INDEX IF NOT EXISTS tokens_fd_name ON tokens (frontdoor_id, name);
-CREATE INDEX IF NOT EXISTS tokens_fd_expires ON tokens (frontdoor_id, state, expires_at);
+-- Not on state: a redemption changes the state, and an index holding it cost two more page
+-- writes per redemption (the entry moved between the 'active' and 'redeemed' ranges).
+CREATE INDEX IF NOT EXISTS tokens_fd_expiry ON tokens (frontdoor_id, expires_at);
+DROP INDEX IF EXISTS tokens_fd_expires;
 CREATE TABLE IF NOT EXISTS certificates (
     id TEXT PRIMARY KEY,
     frontdoor_id TEXT NOT NULL,
@@ -76,7 +80,13 @@ CREATE TABLE IF NOT EXISTS certificates (
 );
 CREATE INDEX IF NOT EXISTS certificates_fd_created ON certificates (frontdoor_id, created_at);
 CREATE INDEX IF NOT EXISTS certificates_token ON certificates (token_id);
-PRAGMA user_version = 1;
+-- CA chains, stored once: certificates.ca_chain holds either the chain as a JSON array (rows
+-- written before version 2) or 'sha256:<hex of that JSON>', the id of a row here.
+CREATE TABLE IF NOT EXISTS chains (
+    id TEXT PRIMARY KEY,
+    chain TEXT NOT NULL
+);
+PRAGMA user_version = 2;
 """
 
 _TOKEN_COLUMNS = (
@@ -135,32 +145,36 @@ def _token_from(row) -> TokenRecord:
     )
 
 
-_CHAINS: dict = {}
+_CHAIN_REFS: dict = {}  # tuple(chain) -> (JSON text, 'sha256:<hex>')
+_CHAIN_LISTS: dict = {}  # 'sha256:<hex>' -> tuple(chain), as read back
 
 
-def _chain_json(chain: List[str]) -> str:
-    """Every certificate of a frontdoor has the same ~1.5 KB chain: encode it once, not per redemption."""
+def _chain_ref(chain: List[str]) -> Tuple[str, str]:
+    """(JSON, id) of a CA chain. Why by reference: every certificate of a frontdoor has the same
+    ~1.5 KB chain, and inline it made each certificate row too big to share a 4 KB page with
+    another one (a new page per redemption, and more to write to the WAL and checkpoint)."""
     key = tuple(chain)
-    text = _CHAINS.get(key)
-    if text is None:
-        if len(_CHAINS) > 64:
-            _CHAINS.clear()
-        text = _CHAINS[key] = json.dumps(list(chain))
-    return text
+    known = _CHAIN_REFS.get(key)
+    if known is None:
+        if len(_CHAIN_REFS) > 64:
+            _CHAIN_REFS.clear()
+        text = json.dumps(list(chain))
+        known = _CHAIN_REFS[key] = (text, "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest())
+    return known
 
 
-def _cert_row(c: CertificateRecord) -> tuple:
+def _cert_row(c: CertificateRecord, chain_ref: str) -> tuple:
     return (
-        c.id, c.frontdoor_id, c.token_id, c.name, c.serial_number, c.certificate_pem, _chain_json(c.ca_chain),
+        c.id, c.frontdoor_id, c.token_id, c.name, c.serial_number, c.certificate_pem, chain_ref,
         c.subject.common_name, c.subject.organization, c.subject.organizational_unit, _ts(c.not_before),
         _ts(c.not_after), _ts(c.created_at), c.public_key_sha256, _ts(c.revoked_at),
     )
 
 
-def _cert_from(row) -> CertificateRecord:
+def _cert_from(row, chain: List[str]) -> CertificateRecord:
     return CertificateRecord(
         id=row[0], frontdoor_id=row[1], token_id=row[2], name=row[3], serial_number=row[4], certificate_pem=row[5],
-        ca_chain=json.loads(row[6]), subject=Subject(row[7], row[8], row[9]), not_before=_dt_from(row[10]),
+        ca_chain=chain, subject=Subject(row[7], row[8], row[9]), not_before=_dt_from(row[10]),
         not_after=_dt_from(row[11]), created_at=_dt_from(row[12]), public_key_sha256=row[13],
         revoked_at=_dt_from(row[14]),
     )
@@ -212,6 +226,7 @@ class SQLiteStore(TokenStore):
         self._closing = threading.Event()
         # (id -> (version, mutable columns)) of rows this process read or wrote last; see _cas
         self._seen = {}
+        self._stored_chains = set()  # chain ids known to be in the chains table (rows are never deleted)
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, mode=0o700, exist_ok=True)
         conn = self._conn()
@@ -472,15 +487,23 @@ class SQLiteStore(TokenStore):
         return True
 
     def record_redemption(self, record: TokenRecord, expected_version: int, certificate: CertificateRecord) -> bool:
+        chain_text, chain_ref = _chain_ref(certificate.ca_chain)
+
         def run(conn):
             if not self._cas(conn, record, expected_version):
                 return False
+            if chain_ref not in self._stored_chains:
+                conn.execute("INSERT OR IGNORE INTO chains (id, chain) VALUES (?, ?)", (chain_ref, chain_text))
             conn.execute(
-                "INSERT INTO certificates (%s) VALUES (%s)" % (_CERT_COLUMNS, ",".join("?" * 15)), _cert_row(certificate)
+                "INSERT INTO certificates (%s) VALUES (%s)" % (_CERT_COLUMNS, ",".join("?" * 15)),
+                _cert_row(certificate, chain_ref),
             )
             return True
 
-        return self._write(run)
+        recorded = self._write(run)
+        if recorded:
+            self._stored_chains.add(chain_ref)
+        return recorded
 
     def delete_token(self, frontdoor_id: str, token_id: str) -> bool:
         return self._write(
@@ -518,7 +541,7 @@ class SQLiteStore(TokenStore):
         rows = self._read(
             "SELECT %s FROM certificates WHERE id = ? AND frontdoor_id = ?" % _CERT_COLUMNS, (certificate_id, frontdoor_id)
         )
-        return _cert_from(rows[0]) if rows else None
+        return _cert_from(rows[0], self._chain(rows[0][6])) if rows else None
 
     def list_certificates(self, frontdoor_id, *, page=0, size=20, sort=("created_at", "asc"), token_id=None, revoked=None):
         where, args = ["frontdoor_id = ?"], [frontdoor_id]
@@ -537,7 +560,22 @@ class SQLiteStore(TokenStore):
             "SELECT %s FROM certificates WHERE %s ORDER BY %s LIMIT ? OFFSET ?" % (_CERT_COLUMNS, where_sql, order),
             args + [size, page * size],
         )
-        return Page([_cert_from(r) for r in rows], total, page, size)
+        return Page([_cert_from(r, self._chain(r[6])) for r in rows], total, page, size)
+
+    def _chain(self, stored: str) -> List[str]:
+        """The chain a certificate row names: inline JSON (rows before version 2) or a chains id."""
+        if stored.startswith("["):
+            return json.loads(stored)
+        chain = _CHAIN_LISTS.get(stored)
+        if chain is None:
+            rows = self._read("SELECT chain FROM chains WHERE id = ?", (stored,))
+            if not rows:
+                raise StoreUnavailable("The SQLite store names a CA chain it does not hold (%s)." % stored[:20])
+            chain = tuple(json.loads(rows[0][0]))
+            if len(_CHAIN_LISTS) > 64:
+                _CHAIN_LISTS.clear()
+            _CHAIN_LISTS[stored] = chain
+        return list(chain)
 
     def mark_revoked(self, frontdoor_id: str, certificate_id: str, revoked_at: _dt.datetime) -> bool:
         return self._write(
