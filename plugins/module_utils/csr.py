@@ -139,9 +139,13 @@ def check_key_policy(public_key) -> None:
     raise _invalid("%s keys are refused: allowed keys are %s." % (type(public_key).__name__, KEY_POLICY), "unsupported_key")
 
 
-def public_key_sha256(public_key) -> str:
-    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()
+def public_key_der(public_key) -> bytes:
+    """SubjectPublicKeyInfo DER: what ``public_key_sha256`` hashes."""
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def public_key_sha256(public_key, der: Optional[bytes] = None) -> str:
+    return hashlib.sha256(public_key_der(public_key) if der is None else der).hexdigest()
 
 
 def _first(name: x509.Name, oid) -> Optional[str]:

@@ -75,23 +75,36 @@ def children(data: bytes, start: int, end: int) -> List[bytes]:
 
 def _time(value: _dt.datetime) -> bytes:
     """UTCTime through 2049, GeneralizedTime from 2050 (RFC 5280 4.1.2.5), whole seconds."""
-    value = value.astimezone(_dt.timezone.utc)
+    if value.tzinfo is not _dt.timezone.utc:
+        value = value.astimezone(_dt.timezone.utc)
+    # the same digits strftime("%y%m%d%H%M%SZ") writes, at a fraction of its cost
+    rest = b"%02d%02d%02d%02d%02dZ" % (value.month, value.day, value.hour, value.minute, value.second)
     if 1950 <= value.year < 2050:
-        return tlv(0x17, value.strftime("%y%m%d%H%M%SZ").encode("ascii"))
-    return tlv(0x18, value.strftime("%Y%m%d%H%M%SZ").encode("ascii"))
+        return b"\x17\x0d%02d" % (value.year % 100) + rest
+    return b"\x18\x0f%04d" % value.year + rest
 
 
 def _integer(n: int) -> bytes:
     return tlv(0x02, n.to_bytes(n.bit_length() // 8 + 1, "big"))
 
 
+_SUBJECTS: dict = {}  # (cn, o, ou) -> DER: the signer and the issued-certificate check ask for the same one
+
+
 def subject_der(common_name: str, organization: Optional[str], organizational_unit: Optional[str]) -> bytes:
     """The Name the local CA writes: O, OU, CN (those present), one attribute per RDN, UTF8String."""
-    rdns = b""
-    for oid, value in ((_OID_O, organization), (_OID_OU, organizational_unit), (_OID_CN, common_name)):
-        if value:
-            rdns += tlv(0x31, tlv(0x30, oid + tlv(_UTF8, value.encode("utf-8"))))
-    return tlv(0x30, rdns)
+    key = (common_name, organization, organizational_unit)
+    der = _SUBJECTS.get(key)
+    if der is None:
+        rdns = b""
+        for oid, value in ((_OID_O, organization), (_OID_OU, organizational_unit), (_OID_CN, common_name)):
+            if value:
+                rdns += tlv(0x31, tlv(0x30, oid + tlv(_UTF8, value.encode("utf-8"))))
+        der = tlv(0x30, rdns)
+        if len(_SUBJECTS) >= 256:
+            _SUBJECTS.clear()
+        _SUBJECTS[key] = der
+    return der
 
 
 def key_identifier(spki: bytes) -> bytes:
@@ -143,6 +156,7 @@ class CertificateTemplate:
         self.builder = builder
         self.aki = aki
         self.ca_key = ca_key
+        self._ecdsa = ec.ECDSA(hashes.SHA256())
         self.probe_key = ec.generate_private_key(ec.SECP256R1()).public_key()
         now = _dt.datetime(2030, 1, 1, tzinfo=_dt.timezone.utc)
         probe = self.build_with_cryptography(self.probe_key, 1, now, now, "probe", None, None)
@@ -180,7 +194,7 @@ class CertificateTemplate:
 
     def sign(self, tbs: bytes) -> bytes:
         """The certificate DER: TBS, algorithm, and the CA's ECDSA signature over the TBS."""
-        signature = self.ca_key.sign(tbs, ec.ECDSA(hashes.SHA256()))
+        signature = self.ca_key.sign(tbs, self._ecdsa)
         return tlv(0x30, tbs + self.outer_algorithm + tlv(0x03, b"\x00" + signature))
 
     def self_test(self, public_key=None) -> bool:

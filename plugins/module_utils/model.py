@@ -124,9 +124,19 @@ class SignRequest:
     #: the CSR's public key, already loaded and checked against the key policy (saves each
     #: consumer another ~9 us ``csr.public_key()``); ``None`` means "ask the CSR"
     public_key: object = None
+    #: the key's SubjectPublicKeyInfo DER, when the caller already encoded it; see ``spki()``
+    public_key_der: Optional[bytes] = None
 
     def key(self):
         return self.public_key if self.public_key is not None else self.csr.public_key()
+
+    def spki(self) -> bytes:
+        """The public key as SubjectPublicKeyInfo DER (encoded once: hash, signer and check share it)."""
+        if self.public_key_der is None:
+            from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+            self.public_key_der = self.key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        return self.public_key_der
 
     def pem(self) -> str:
         if self.csr_pem is None:

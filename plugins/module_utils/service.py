@@ -385,7 +385,8 @@ class FrontdoorService:
             self._require_tcp_shares(settings, "redeemed")
             check_secret_format(secret)
             csr, public_key = csrmod.load_csr_and_key(csr_pem, csr_type)
-            key_hash = csrmod.public_key_sha256(public_key)
+            spki = csrmod.public_key_der(public_key)
+            key_hash = csrmod.public_key_sha256(public_key, spki)
             requested_subject = csrmod.csr_subject(csr)
             secret_hash = hash_secret(secret)
             record = self.store.find_token_by_hash(secret_hash)
@@ -398,7 +399,9 @@ class FrontdoorService:
                     details={"reason": "unknown"},
                 )
             token_id = record.id
-            return self._redeem(settings, record, csr, public_key, key_hash, requested_subject, source, secret_hash)
+            return self._redeem(
+                settings, record, csr, public_key, key_hash, requested_subject, source, secret_hash, spki
+            )
         except FrontdoorError as exc:
             self.audit.emit(
                 "redemption.refused", frontdoor=str(frontdoor_id)[:64], tokenId=token_id, code=exc.code,
@@ -406,7 +409,9 @@ class FrontdoorService:
             )
             raise
 
-    def _redeem(self, settings, record, csr, public_key, key_hash, requested_subject, source, secret_hash) -> Redemption:
+    def _redeem(
+        self, settings, record, csr, public_key, key_hash, requested_subject, source, secret_hash, spki=None
+    ) -> Redemption:
         signer = self.signers[settings.id]
         claimed = None
         for _attempt in range(_CAS_ATTEMPTS):
@@ -470,7 +475,7 @@ class FrontdoorService:
             request = SignRequest(
                 frontdoor_id=settings.id, csr_pem=None,
                 csr=csr, subject=subject, not_before=not_before, not_after=not_after, token_id=claimed.id,
-                name=claimed.name, public_key=public_key,
+                name=claimed.name, public_key=public_key, public_key_der=spki,
             )
             issued = signer.sign(request)
             cert = self._check_issued(issued, request)
@@ -569,13 +574,10 @@ class FrontdoorService:
                 cert = x509.load_pem_x509_certificate(issued.certificate_pem.encode("ascii"))
             except Exception:  # noqa: BLE001
                 refuse("unreadable certificate")
-        if not _subject_is(cert, request.subject):
+        fields = _tbs_fields(cert)
+        if not _subject_is(cert, request.subject, fields):
             refuse("subject differs")
-        try:
-            same_key = cert.public_key() == request.key()
-        except Exception:  # noqa: BLE001 - an unreadable or unsupported key in the certificate
-            same_key = False
-        if not same_key:
+        if not _key_is(cert, request, fields):
             refuse("public key differs")
         if cert.not_valid_after_utc > request.not_after + _dt.timedelta(seconds=120):
             refuse("validity longer than allowed")
@@ -644,7 +646,20 @@ class FrontdoorService:
         self.store.close()
 
 
-def _subject_is(cert: x509.Certificate, subject: Subject) -> bool:
+def _tbs_fields(cert: x509.Certificate) -> Optional[List[bytes]]:
+    """The encoded top-level fields of the certificate's TBS (version, serial, ..., subject, spki, ...),
+    or None if they cannot be read that way."""
+    try:
+        tbs = cert.tbs_certificate_bytes
+        _tag, start, end = der_template.read_tlv(tbs)
+        fields = der_template.children(tbs, start, end)
+    except (ValueError, IndexError):
+        return None
+    # a v3 layout only: [0] version first, so that subject and key are fields 5 and 6
+    return fields if len(fields) > 6 and fields[0][:1] == b"\xa0" else None
+
+
+def _subject_is(cert: x509.Certificate, subject: Subject, fields: Optional[List[bytes]] = None) -> bool:
     """Whether the certificate's subject is exactly ``subject``.
 
     First by bytes: when the subject is encoded as the local CA writes it (O, OU, CN as UTF8String),
@@ -652,15 +667,31 @@ def _subject_is(cert: x509.Certificate, subject: Subject) -> bool:
     cryptography's Name objects takes ~25. Any other encoding (another signer's choice of string
     types, order or extra attributes) is compared field by field.
     """
+    if fields is None:
+        fields = _tbs_fields(cert)
     try:
-        tbs = cert.tbs_certificate_bytes
-        _tag, start, end = der_template.read_tlv(tbs)
-        fields = der_template.children(tbs, start, end)
-        if len(fields) > 5 and fields[5] == der_template.subject_der(*subject.as_tuple()):
+        if fields is not None and fields[5] == der_template.subject_der(*subject.as_tuple()):
             return True
     except (ValueError, IndexError, UnicodeError):
         pass
     return csrmod.certificate_subject(cert).as_tuple() == subject.as_tuple()
+
+
+def _key_is(cert: x509.Certificate, request: SignRequest, fields: Optional[List[bytes]] = None) -> bool:
+    """Whether the certificate carries the request's public key.
+
+    First by bytes: the same SubjectPublicKeyInfo DER is the same key, and comparing it saves
+    decoding the certificate's key (~20 us for an EC point). A different encoding of the same
+    key (e.g. a compressed EC point) is decided by comparing the key objects.
+    """
+    if fields is None:
+        fields = _tbs_fields(cert)
+    if fields is not None and fields[6] == request.spki():
+        return True
+    try:
+        return cert.public_key() == request.key()
+    except Exception:  # noqa: BLE001 - an unreadable or unsupported key in the certificate
+        return False
 
 
 def _statuses(status) -> Optional[List[str]]:

@@ -198,8 +198,7 @@ class LocalCASigner(Signer):
         names = (subject.common_name, subject.organization, subject.organizational_unit)
         try:
             if template is not None:
-                spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-                der = template.sign(template.tbs(spki, serial, request.not_before, request.not_after, *names))
+                der = template.sign(template.tbs(request.spki(), serial, request.not_before, request.not_after, *names))
                 cert = x509.load_der_x509_certificate(der)
                 certificate_pem = der_template.pem(der)
             else:
