@@ -23,6 +23,10 @@ from .tokens import redact
 REOPEN_AFTER = 1.0
 
 
+# json.dumps with keyword arguments builds a new encoder per call; this is the same one, made once.
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
 class AuditLog:
     def __init__(self, path: Optional[str] = None, stream: Optional[IO[str]] = None):
         self.path = path
@@ -39,7 +43,7 @@ class AuditLog:
             if value is None:
                 continue
             entry[key] = redact(value) if isinstance(value, str) else value
-        line = json.dumps(entry, sort_keys=False, separators=(",", ":"), default=str) + "\n"
+        line = _encode(entry) + "\n"
         with self._lock:
             if self.path:
                 # O_APPEND: lines from several processes interleave whole, never torn.

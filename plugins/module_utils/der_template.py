@@ -173,6 +173,14 @@ class CertificateTemplate:
         # the constant extensions come first; SKI and AKI are the last two
         self.constant_extensions = b"".join(extensions[:-2])
         self.aki_der = extensions[-1]
+        # [3] { SEQUENCE { constant extensions, SKI (20-byte identifier), AKI } } up to the identifier
+        ski_head = tlv(0x30, _SKI_OID + tlv(0x04, tlv(0x04, bytes(20))))[:-20]
+        body_length = len(self.constant_extensions) + len(ski_head) + 20 + len(self.aki_der)
+        sequence_head = tlv(0x30, bytes(body_length))[:-body_length]
+        self._extensions_head = (
+            tlv(0xA3, bytes(len(sequence_head) + body_length))[:-(len(sequence_head) + body_length)]
+            + sequence_head + self.constant_extensions + ski_head
+        )
         cert_der = probe.public_bytes(serialization.Encoding.DER)
         _tag, cstart, cend = read_tlv(cert_der)
         self.outer_algorithm = children(cert_der, cstart, cend)[1]
@@ -184,8 +192,8 @@ class CertificateTemplate:
 
     def tbs(self, spki: bytes, serial: int, not_before: _dt.datetime, not_after: _dt.datetime, common_name: str,
             organization: Optional[str], organizational_unit: Optional[str]) -> bytes:
-        ski = tlv(0x30, _SKI_OID + tlv(0x04, tlv(0x04, key_identifier(spki))))
-        extensions = tlv(0xA3, tlv(0x30, self.constant_extensions + ski + self.aki_der))
+        # The SKI is always a 20-byte SHA-1, so everything around it in the extensions is constant.
+        extensions = self._extensions_head + key_identifier(spki) + self.aki_der
         return tlv(0x30, b"".join((
             self.version, _integer(serial), self.signature_algorithm, self.issuer,
             tlv(0x30, _time(not_before) + _time(not_after)),
