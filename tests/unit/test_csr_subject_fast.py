@@ -34,10 +34,11 @@ def attr(oid, value, kind=None):
         return x509.NameAttribute(oid, value, kind, _validate=False)
 
 
-def reference(csr) -> Subject:
+def reference(csr_or_certificate) -> Subject:
+    """What cryptography's Name gives: the first CN, O and OU."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        name = csr.subject
+        name = csr_or_certificate.subject
 
         def first(oid):
             found = name.get_attributes_for_oid(oid)
@@ -118,3 +119,45 @@ def test_truncated_der_is_refused_by_the_fast_path():
     for n in range(len(info)):
         assert csrmod._plain_subject(RawInfo(info[:n])) is None
     assert csrmod._plain_subject(RawInfo(b"")) is None
+
+
+# -- the same reading for issued certificates (the issued-certificate checks) ---------------------
+
+def certificate(rdns) -> x509.Certificate:
+    import datetime as _dt
+
+    key = shared_key("p256")
+    now = _dt.datetime(2030, 1, 1, tzinfo=_dt.timezone.utc)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        name = x509.Name([x509.RelativeDistinguishedName(r) for r in rdns])
+        issuer = x509.Name([x509.NameAttribute(CN, "a long issuer name " * 3)])
+        return (
+            x509.CertificateBuilder().subject_name(name).issuer_name(issuer).public_key(key.public_key())
+            .serial_number(1 << 150).not_valid_before(now).not_valid_after(now + _dt.timedelta(days=1))
+            .sign(key, hashes.SHA256())
+        )
+
+
+def test_certificate_subjects_agree_with_cryptography():
+    rng = random.Random(9)
+    plain_seen = other_seen = 0
+    for n in range(150):
+        rdns = []
+        for _ in range(rng.randint(1, 5)):
+            oid = rng.choice([CN, ORG, OU, NameOID.LOCALITY_NAME])
+            kind = rng.choice([_ASN1Type.UTF8String, _ASN1Type.PrintableString, _ASN1Type.IA5String])
+            value = "".join(rng.choice("abcXYZ09 -.") for _ in range(rng.randint(1, 30)))
+            rdns.append([attr(oid, value, kind)])
+        if n % 10 == 0:
+            rdns.append([attr(CN, "multi"), attr(ORG, "valued")])
+        cert = certificate(rdns)
+        plain = csrmod._plain_certificate_subject(cert)
+        expected = reference(cert)
+        if plain is None:
+            other_seen += 1
+        else:
+            plain_seen += 1
+            assert plain == expected
+        assert csrmod.certificate_subject(cert) == expected
+    assert plain_seen > 20 and other_seen > 20  # both paths were exercised
