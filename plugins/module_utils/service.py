@@ -24,10 +24,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 # report a missing cryptography with missing_required_lib (HAS_CRYPTOGRAPHY) instead of a traceback.
 try:
     from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
     from cryptography.x509.oid import ExtendedKeyUsageOID
 except ImportError:  # pragma: no cover
-    x509 = serialization = ExtendedKeyUsageOID = None
+    x509 = ExtendedKeyUsageOID = None
 
 from . import csr as csrmod
 from . import der_template
