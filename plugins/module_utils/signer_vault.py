@@ -40,8 +40,8 @@ try:
 except ImportError:  # pragma: no cover
     x509 = rsa = hvac_adapters = hvac_exc = None
 
-from . import csr as csrmod
 from .errors import FrontdoorError, SignerUnavailable
+from .issued import key_is, subject_is, tbs_fields
 from .model import CertificateRecord, IssuedCertificate, SignRequest, utcnow
 from .signer import Signer
 from .tokens import parse_duration
@@ -252,13 +252,10 @@ class VaultPKISigner(Signer):
         except Exception:  # noqa: BLE001 - whatever Vault sent, it is not a certificate we can hand out
             raise FrontdoorError("signer_error", "Vault returned an unreadable certificate; the token was not used.") from None
         problems = []
-        if csrmod.certificate_subject(cert).as_tuple() != request.subject.as_tuple():
+        fields = tbs_fields(cert)
+        if not subject_is(cert, request.subject, fields):
             problems.append("subject differs (check the role's organization/ou)")
-        try:
-            same_key = cert.public_key() == request.key()
-        except Exception:  # noqa: BLE001 - a key cryptography cannot load is not the CSR's
-            same_key = False
-        if not same_key:
+        if not key_is(cert, request, fields):
             problems.append("public key differs")
         if cert.not_valid_after_utc > request.not_after + EXPIRY_SLACK:
             problems.append("valid until %s, later than allowed" % cert.not_valid_after_utc.isoformat())
