@@ -27,6 +27,7 @@ the loop.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -282,6 +283,66 @@ class RedeemFastPath:
         await send({"type": "http.response.body", "body": content})
 
 
+class _CoalescingTransport:
+    """The connection's transport, with the writes of one event-loop turn sent as one.
+
+    Why: uvicorn writes the status line and headers, then the body, as two ``transport.write``
+    calls; with TCP_NODELAY each became its own system call and TCP segment (and the client
+    woke up twice). Writes are collected and sent together from a ``call_soon`` callback, so
+    nothing waits longer than the current turn of the loop. ``close`` sends what is pending
+    first; ``abort`` drops it, as the real transport's ``abort`` drops its buffer. Everything
+    else is the real transport's.
+    """
+
+    __slots__ = ("_transport", "_loop", "_pending")
+
+    def __init__(self, transport, loop):
+        self._transport = transport
+        self._loop = loop
+        self._pending = None
+
+    def write(self, data) -> None:
+        if not data:
+            return
+        if self._pending is None:
+            self._pending = [data]
+            self._loop.call_soon(self._flush)
+        else:
+            self._pending.append(data)
+
+    def writelines(self, chunks) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def get_write_buffer_size(self) -> int:
+        pending = self._pending
+        return self._transport.get_write_buffer_size() + (sum(len(c) for c in pending) if pending else 0)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending = None
+        self._transport.abort()
+
+    def __getattr__(self, name):
+        return getattr(self._transport, name)
+
+
+def _coalescing(transport):
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # pragma: no cover - uvicorn always calls connection_made from the loop
+        return transport
+    return _CoalescingTransport(transport, loop)
+
+
 def _set_no_delay(transport) -> None:
     sock = transport.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -302,7 +363,7 @@ class NoDelayH11Protocol(H11Protocol):
 
     def connection_made(self, transport):
         _set_no_delay(transport)
-        super().connection_made(transport)
+        super().connection_made(_coalescing(transport))
 
 
 if HttpToolsProtocol is not None:
@@ -312,7 +373,7 @@ if HttpToolsProtocol is not None:
 
         def connection_made(self, transport):
             _set_no_delay(transport)
-            super().connection_made(transport)
+            super().connection_made(_coalescing(transport))
 
 
 def no_delay_protocol():
