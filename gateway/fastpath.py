@@ -294,21 +294,30 @@ class _CoalescingTransport:
     else is the real transport's.
     """
 
-    __slots__ = ("_transport", "_loop", "_pending")
+    __slots__ = ("_transport", "_loop", "_pending", "_size")
+
+    #: past this many pending bytes a write goes out at once: a response streamed without
+    #: yielding to the loop must reach the real transport (and its flow control) as it grows
+    LIMIT = 64 * 1024
 
     def __init__(self, transport, loop):
         self._transport = transport
         self._loop = loop
         self._pending = None
+        self._size = 0
 
     def write(self, data) -> None:
         if not data:
             return
         if self._pending is None:
             self._pending = [data]
+            self._size = len(data)
             self._loop.call_soon(self._flush)
         else:
             self._pending.append(data)
+            self._size += len(data)
+        if self._size > self.LIMIT:
+            self._flush()
 
     def writelines(self, chunks) -> None:
         for chunk in chunks:
@@ -320,8 +329,7 @@ class _CoalescingTransport:
             self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def get_write_buffer_size(self) -> int:
-        pending = self._pending
-        return self._transport.get_write_buffer_size() + (sum(len(c) for c in pending) if pending else 0)
+        return self._transport.get_write_buffer_size() + (self._size if self._pending else 0)
 
     def close(self) -> None:
         self._flush()

@@ -92,3 +92,19 @@ def test_other_calls_reach_the_real_transport():
         assert real.writes == []  # a closing transport is not written to
 
     run(scenario)
+
+
+def test_a_large_response_goes_out_as_it_grows():
+    """Writes past LIMIT pending bytes are sent at once, so a response streamed within one loop
+    turn cannot pile up unbounded in front of the real transport's flow control."""
+    async def scenario(transport, real):
+        chunk = b"x" * 40_000
+        transport.write(chunk)
+        assert real.writes == []
+        transport.write(chunk)  # 80 000 > LIMIT
+        assert real.writes == [chunk + chunk] and transport.get_write_buffer_size() == 0
+        transport.write(b"tail")
+        await asyncio.sleep(0)
+        assert real.writes == [chunk + chunk, b"tail"]
+
+    run(scenario)
