@@ -84,7 +84,9 @@ def check_secret_format(secret: str) -> None:
 
 def redact(text: str) -> str:
     """Replace anything that looks like a token secret in ``text`` (log lines, URLs)."""
-    return _REDACT_RE.sub("crt_[REDACTED]", text)
+    # every match starts with the literal prefix: without it the regex cannot match (and a
+    # substring test costs a tenth of running it, on every audit field and access line)
+    return _REDACT_RE.sub("crt_[REDACTED]", text) if SECRET_PREFIX in text else text
 
 
 _REDACT_RE = re.compile(r"crt_[A-Za-z0-9_\-%]+")
