@@ -334,40 +334,31 @@ def main(argv: Optional[List[str]] = None) -> int:
             pools["raw8"] = Pool(raw_sign_requests(bao, raw_token, cycle(csrs, need["raw8"]), need["raw1"]))
 
         # ---- gateways -------------------------------------------------------------------------------
+        def prepare(key: str, gateway: Gateway, config: Optional[dict], create) -> None:
+            """Tokens made in-process before the clock starts; one pool per client count."""
+            gateways.append(gateway)
+            service = inprocess_service(gateway.state_dir, config)
+            t0 = time.perf_counter()
+            secrets = create(service, need[key + "1"] + need[key + "8"], key)
+            service.close()
+            print("  %d tokens in %.1f s" % (len(secrets), time.perf_counter() - t0), flush=True)
+            n1 = need[key + "1"]
+            pools[key + "1"] = Pool(redeem_requests(gateway, secrets[:n1], take_csrs(n1)))
+            pools[key + "8"] = Pool(redeem_requests(gateway, secrets[n1:], take_csrs(need[key + "8"])))
+
         print("bench: embedded gateway (%d workers)..." % args.workers, flush=True)
         emb = start_gateway(os.path.join(work, "embedded"), workers=args.workers, extra_args=extra)
-        gateways.append(emb)
-        service = inprocess_service(emb.state_dir)
-        t0 = time.perf_counter()
-        emb_secrets = inprocess.create_tokens(service, need["emb1"] + need["emb8"], "emb")
-        service.close()
-        print("  %d tokens in %.1f s" % (len(emb_secrets), time.perf_counter() - t0), flush=True)
-        pools["emb1"] = Pool(redeem_requests(emb, emb_secrets[:need["emb1"]], take_csrs(need["emb1"])))
-        pools["emb8"] = Pool(redeem_requests(emb, emb_secrets[need["emb1"]:], take_csrs(need["emb8"])))
+        prepare("emb", emb, None, inprocess.create_tokens)
 
         vgw = None
         if vault:
             print("bench: OpenBao-backed gateway (%d workers)..." % args.workers, flush=True)
             vgw, vconfig = start_vault_gateway(bao, work, "vault-main", args.workers, extra)
-            gateways.append(vgw)
-            vservice = inprocess_service(vgw.state_dir, vconfig)
-            t0 = time.perf_counter()
-            v_secrets = create_vault_tokens(vservice, need["bao1"] + need["bao8"], "bao")
-            vservice.close()
-            print("  %d tokens in %.1f s" % (len(v_secrets), time.perf_counter() - t0), flush=True)
-            pools["bao1"] = Pool(redeem_requests(vgw, v_secrets[:need["bao1"]], take_csrs(need["bao1"])))
-            pools["bao8"] = Pool(redeem_requests(vgw, v_secrets[need["bao1"]:], take_csrs(need["bao8"])))
+            prepare("bao", vgw, vconfig, create_vault_tokens)
 
             print("bench: SQLite store + OpenBao PKI signer gateway (%d workers)..." % args.workers, flush=True)
             hgw, hconfig = start_vault_gateway(bao, work, "vault-signer", args.workers, extra, backend="local")
-            gateways.append(hgw)
-            hservice = inprocess_service(hgw.state_dir, hconfig)
-            t0 = time.perf_counter()
-            h_secrets = inprocess.create_tokens(hservice, need["hyb1"] + need["hyb8"], "hyb")
-            hservice.close()
-            print("  %d tokens in %.1f s" % (len(h_secrets), time.perf_counter() - t0), flush=True)
-            pools["hyb1"] = Pool(redeem_requests(hgw, h_secrets[:need["hyb1"]], take_csrs(need["hyb1"])))
-            pools["hyb8"] = Pool(redeem_requests(hgw, h_secrets[need["hyb1"]:], take_csrs(need["hyb8"])))
+            prepare("hyb", hgw, hconfig, inprocess.create_tokens)
 
         # ---- token creation over HTTP (8 clients) ------------------------------------------------------
         create_rows = {"create8_emb": emb}
