@@ -15,6 +15,7 @@ Redemption is claim -> sign -> record:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import os
@@ -47,7 +48,7 @@ from .model import (
     utcnow,
 )
 from .signer import Signer
-from .store import CERTIFICATE_SORT_FIELDS, TOKEN_SORT_FIELDS, TokenStore
+from .store import CERTIFICATE_SORT_FIELDS, TOKEN_SORT_FIELDS, LockTimeout, TokenStore
 from .tokens import (
     CERT_ID_RE,
     TOKEN_ID_RE,
@@ -142,6 +143,35 @@ class FrontdoorService:
                 % (str(token_id)[:64], frontdoor_id),
             )
         return record
+
+    @contextlib.contextmanager
+    def _token_lock(self, frontdoor_id: str, secret_hash: str):
+        """Hold the token's ``store.exclusive`` lock where its frontdoor signs in process (the
+        local CA); yields whether a lock is held.
+
+        With such a signer a redemption holds the lock from reading the token to recording the
+        certificate, instead of writing a claim with a lease (one write less, and a crashed
+        process leaves nothing behind: the lock dies with it). A remote signer may take seconds,
+        so there the claim tells others who is redeeming. Administrators' changes take the same
+        lock, so they land before or after a redemption, never in the middle of one (which would
+        leave a signed certificate that cannot be recorded). The key is the secret's hash, which
+        a redemption knows before it has read the token."""
+        signer = self.signers.get(frontdoor_id)
+        held = self.store.exclusive(secret_hash) if signer is not None and signer.in_process else None
+        if held is None:
+            yield False
+            return
+        try:
+            held.__enter__()
+        except LockTimeout:
+            raise FrontdoorError(
+                "redemption_in_progress", "Another request is redeeming this token right now; retry.",
+                retry_after=1,
+            ) from None
+        try:
+            yield True
+        finally:
+            held.__exit__(None, None, None)
 
     def _expiry(
         self, settings: FrontdoorSettings, now: _dt.datetime, ttl=None, expires_at=None
@@ -269,8 +299,9 @@ class FrontdoorService:
             updated.claim_until = None
             updated.updated_at = now
             updated.version = current.version + 1
-            if self.store.replace_token(updated, current.version):
-                return updated
+            with self._token_lock(frontdoor_id, current.secret_hash):
+                if self.store.replace_token(updated, current.version):
+                    return updated
         raise FrontdoorError("conflict", "Token %s changed repeatedly while being updated; try again." % token_id)
 
     def update_token(self, frontdoor_id: str, token_id: str, changes: dict, actor: str = "unknown") -> TokenRecord:
@@ -338,7 +369,9 @@ class FrontdoorService:
     def delete_token(self, frontdoor_id: str, token_id: str, actor: str = "unknown") -> TokenRecord:
         self.frontdoor(frontdoor_id)
         record = self._token(frontdoor_id, token_id)
-        if not self.store.delete_token(frontdoor_id, token_id):
+        with self._token_lock(frontdoor_id, record.secret_hash):
+            deleted = self.store.delete_token(frontdoor_id, token_id)
+        if not deleted:
             raise FrontdoorError("token_not_found", "Token %s was already deleted." % token_id)
         self.audit.emit("token.deleted", actor=actor, frontdoor=frontdoor_id, tokenId=token_id, name=record.name)
         return record
@@ -390,19 +423,13 @@ class FrontdoorService:
             key_hash = csrmod.public_key_sha256(public_key, spki)
             requested_subject = csrmod.csr_subject(csr)
             secret_hash = hash_secret(secret)
-            record = self.store.find_token_by_hash(secret_hash)
-            if record is None or record.frontdoor_id != settings.id or not hashes_equal(record.secret_hash, secret_hash):
-                raise FrontdoorError(
-                    "token_not_found",
-                    "No token matches in frontdoor %r. Check that it was not mistyped, that it belongs to this "
-                    "frontdoor, that it was not replaced by a refresh, and that an administrator did not delete it."
-                    % settings.id,
-                    details={"reason": "unknown"},
+            with self._token_lock(settings.id, secret_hash) as locked:
+                record = self._find(settings, secret_hash)
+                token_id = record.id
+                return self._redeem(
+                    settings, record, csr, public_key, key_hash, requested_subject, source, secret_hash, spki,
+                    locked=locked,
                 )
-            token_id = record.id
-            return self._redeem(
-                settings, record, csr, public_key, key_hash, requested_subject, source, secret_hash, spki
-            )
         except FrontdoorError as exc:
             self.audit.emit(
                 "redemption.refused", frontdoor=str(frontdoor_id)[:64], tokenId=token_id, code=exc.code,
@@ -410,9 +437,25 @@ class FrontdoorService:
             )
             raise
 
+    def _find(self, settings: FrontdoorSettings, secret_hash: str) -> TokenRecord:
+        record = self.store.find_token_by_hash(secret_hash)
+        if record is None or record.frontdoor_id != settings.id or not hashes_equal(record.secret_hash, secret_hash):
+            raise FrontdoorError(
+                "token_not_found",
+                "No token matches in frontdoor %r. Check that it was not mistyped, that it belongs to this "
+                "frontdoor, that it was not replaced by a refresh, and that an administrator did not delete it."
+                % settings.id,
+                details={"reason": "unknown"},
+            )
+        return record
+
     def _redeem(
-        self, settings, record, csr, public_key, key_hash, requested_subject, source, secret_hash, spki=None
+        self, settings, record, csr, public_key, key_hash, requested_subject, source, secret_hash, spki=None,
+        locked: bool = False,
     ) -> Redemption:
+        """Check, claim, sign, check what was signed, record. ``locked``: the caller holds the
+        token's ``store.exclusive`` lock (read under it), so no claim is written; the record's
+        version check still guards against a writer that does not take the lock."""
         signer = self.signers[settings.id]
         claimed = None
         for _attempt in range(_CAS_ATTEMPTS):
@@ -447,6 +490,9 @@ class FrontdoorService:
                     retry_after=max(1, int((record.claim_until - now).total_seconds()) + 1),
                 )
             subject = csrmod.decide_subject(record.subject, requested_subject)
+            if locked:
+                claimed = record
+                break
             candidate = evolve(
                 record, claim_id=os.urandom(16).hex(), claim_until=now + self.claim_lease, version=record.version + 1
             )
@@ -481,7 +527,8 @@ class FrontdoorService:
             issued = signer.sign(request)
             cert = self._check_issued(issued, request)
         except Exception as exc:  # noqa: BLE001 - whatever the signer did, the token must survive
-            self._release(claimed)
+            if not locked:
+                self._release(claimed)
             if isinstance(exc, FrontdoorError):
                 raise
             raise SignerUnavailable(
@@ -509,7 +556,8 @@ class FrontdoorService:
                 recorded = True
             else:
                 self._discard(signer, certificate, "store failed while recording")
-                self._release(claimed)
+                if not locked:
+                    self._release(claimed)
                 if isinstance(exc, FrontdoorError):
                     raise
                 raise StoreUnavailable(
@@ -520,7 +568,8 @@ class FrontdoorService:
             self._discard(signer, certificate, "claim lost")
             raise FrontdoorError(
                 "redemption_in_progress",
-                "The redemption took longer than its lease and the token changed meanwhile; retry.",
+                "The token changed while it was being redeemed (the redemption outlived its lease, or a "
+                "writer that does not take the token's lock changed it); retry.",
                 retry_after=1,
             )
         self.audit.emit(

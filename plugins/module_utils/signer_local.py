@@ -139,6 +139,7 @@ def ensure_local_ca(state_dir: str, frontdoor_id: str, organization: str = "fron
 
 class LocalCASigner(Signer):
     kind = "local"
+    in_process = True
 
     def __init__(self, state_dir: str, frontdoor_id: str):
         self.frontdoor_id = frontdoor_id

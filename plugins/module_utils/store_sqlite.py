@@ -13,6 +13,10 @@ locked sleep 1, 2, 5, 10 ... ms in its busy handler although write transactions 
 tens of microseconds; under 8 concurrent redemptions that turned into most of the latency.
 The queue only orders writers; correctness still comes from SQLite's transaction and the
 version check, so a process that does not take the lock is still safe, only slower.
+
+``exclusive(key)`` is a second, unrelated lock: one byte per key in ``<db>-keys.lock`` (POSIX
+record locks, which the kernel drops when their process dies), which a redemption with the local
+CA holds from reading its token to recording the certificate instead of writing a claim.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 from .errors import FrontdoorError, StoreUnavailable
 from .model import UTC, CertificateRecord, Page, Subject, TokenRecord
-from .store import TokenStore
+from .store import LockTimeout, TokenStore
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
@@ -108,6 +112,10 @@ _CERT_COLUMNS = (
 
 
 _OPEN_LOCK = threading.Lock()
+_KEY_STRIPES = 64  # thread locks per file and process for exclusive(): keys share one by their offset
+_KEY_HEX = 15  # hex digits of a key that make its lock offset (60 bits: fits a 64-bit off_t)
+_STRIPES_LOCK = threading.Lock()
+_STRIPES_BY_FILE = {}  # (pid, real path of the database) -> its stripe locks, shared by every store on it
 
 _AUTOCHECKPOINT_PAGES = 16000  # SQLite's in-COMMIT checkpoint: a backstop only
 CHECKPOINT_INTERVAL = 0.25  # seconds between background PASSIVE checkpoints in a writing process
@@ -117,6 +125,18 @@ CHECKPOINT_INTERVAL = 0.25  # seconds between background PASSIVE checkpoints in 
 _PID = [os.getpid()]
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+
+
+def _key_stripes(path: str) -> tuple:
+    """One set of stripe locks per database file and process: POSIX record locks do not exclude
+    each other within a process, so two stores on the same file in one process (an admin service
+    beside a gateway's, tests) must meet on the same thread locks."""
+    key = (_PID[0], os.path.realpath(path))
+    with _STRIPES_LOCK:
+        stripes = _STRIPES_BY_FILE.get(key)
+        if stripes is None:
+            stripes = _STRIPES_BY_FILE[key] = tuple(threading.Lock() for _stripe in range(_KEY_STRIPES))
+        return stripes
 
 
 def _ts(value: Optional[_dt.datetime]) -> Optional[float]:
@@ -221,7 +241,9 @@ class SQLiteStore(TokenStore):
         self._local = threading.local()
         self._lock_pid = None
         self._lock_fd = None
+        self._key_lock_fd = None
         self._thread_lock = threading.Lock()
+        self._key_stripes = _key_stripes(path)
         self._checkpointer_pid = None
         self._closing = threading.Event()
         # (id -> (version, mutable columns)) of rows this process read or wrote last; see _cas
@@ -278,12 +300,28 @@ class SQLiteStore(TokenStore):
             with _OPEN_LOCK:
                 if self._lock_pid != _PID[0]:
                     self._thread_lock = threading.Lock()
+                    self._key_stripes = _key_stripes(self.path)
+                    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
                     try:
-                        self._lock_fd = os.open(self.path + "-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                        self._lock_fd = os.open(self.path + "-lock", flags, 0o600)
+                        # POSIX record locks belong to the process and every close() of any fd
+                        # of the file drops them all: this file is opened once per process and
+                        # only closed by close().
+                        self._key_lock_fd = os.open(self.path + "-keys.lock", flags, 0o600)
                     except OSError:
-                        self._lock_fd = None  # e.g. a read-only directory: SQLite's own locking still applies
+                        # e.g. a read-only directory: SQLite's own locking still applies
+                        self._lock_fd = self._key_lock_fd = None
                     self._lock_pid = _PID[0]
         return self._lock_fd
+
+    def exclusive(self, key: str) -> _KeyLock:
+        """Hold ``key`` (a hex digest) across threads and processes: a striped thread lock, then
+        a one-byte POSIX record lock at an offset taken from the key in ``<db>-keys.lock``.
+
+        The kernel drops a record lock when its process dies, so a crash never leaves a key held."""
+        self._process_lock_fd()
+        offset = int(key[:_KEY_HEX], 16)
+        return _KeyLock(self, self._key_stripes[offset % _KEY_STRIPES], offset)
 
     @contextlib.contextmanager
     def _writer(self):
@@ -307,35 +345,40 @@ class SQLiteStore(TokenStore):
             lock.release()
 
     def _flock(self, fd: int) -> None:
-        """Take the cross-process writer lock, bounded by busy_timeout.
+        """Take the cross-process writer lock, bounded by busy_timeout."""
+        def attempt() -> bool:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                return False
 
-        Another process holds it for one short transaction (~50-100 us), so a waiter first
-        yields the CPU and retries for up to ~300 us: the smallest ``time.sleep`` oversleeps by
-        Linux's 50 us timer slack and more, and under 8 concurrent redemptions on two workers
-        those oversleeps left a core idle while the lock was already free. Only then does it
-        back off with sleeps (up to 2 ms) until the deadline.
+        self._wait(attempt, lambda: StoreUnavailable("The SQLite store stayed locked; try again.", retry_after=1))
+
+    def _wait(self, attempt, deadline_error) -> None:
+        """Take a lock that ``attempt()`` tries without blocking (True when taken), bounded by
+        busy_timeout; ``deadline_error()`` is raised past it.
+
+        Another process holds these locks for one short transaction or signature (~50-300 us),
+        so a waiter first yields the CPU and retries for up to ~300 us: the smallest
+        ``time.sleep`` oversleeps by Linux's 50 us timer slack and more, and under 8 concurrent
+        redemptions on two workers those oversleeps left a core idle while the lock was already
+        free. Only then does it back off with sleeps (up to 2 ms) until the deadline.
         """
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if attempt():
             return
-        except BlockingIOError:
-            pass
         now = time.monotonic()
         spin_until, deadline = now + 0.0003, now + self.busy_timeout
         pause = 0.00005
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                now = time.monotonic()
-                if now > deadline:
-                    raise StoreUnavailable("The SQLite store stayed locked; try again.", retry_after=1) from None
-                if now < spin_until:
-                    os.sched_yield()
-                else:
-                    time.sleep(pause)
-                    pause = min(pause * 2, 0.002)
+        while not attempt():
+            now = time.monotonic()
+            if now > deadline:
+                raise deadline_error()
+            if now < spin_until:
+                os.sched_yield()
+            else:
+                time.sleep(pause)
+                pause = min(pause * 2, 0.002)
 
     def _start_checkpointer(self) -> None:
         """One background checkpointer per writing process (started again in a forked child)."""
@@ -603,5 +646,50 @@ class SQLiteStore(TokenStore):
             self._local.conn = None
         if self._lock_fd is not None and self._lock_pid == _PID[0]:
             os.close(self._lock_fd)
-            self._lock_fd = None
+            os.close(self._key_lock_fd)
+            self._lock_fd = self._key_lock_fd = None
             self._lock_pid = None
+
+
+class _KeyLock:
+    """``SQLiteStore.exclusive(key)``: the key's stripe lock, then its byte in ``<db>-keys.lock``."""
+
+    __slots__ = ("store", "stripe", "offset")
+
+    def __init__(self, store: SQLiteStore, stripe: threading.Lock, offset: int):
+        self.store, self.stripe, self.offset = store, stripe, offset
+
+    def _timeout(self) -> LockTimeout:
+        return LockTimeout("key held for longer than %g s" % self.store.busy_timeout)
+
+    def __enter__(self) -> None:
+        store = self.store
+        if not self.stripe.acquire(timeout=store.busy_timeout):
+            raise self._timeout()
+        fd = store._key_lock_fd
+        if fd is None:
+            return
+        try:
+            store._wait(lambda: _try_lockf(fd, self.offset), self._timeout)
+        except BaseException:
+            self.stripe.release()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        fd = self.store._key_lock_fd
+        try:
+            if fd is not None:
+                try:
+                    fcntl.lockf(fd, fcntl.LOCK_UN, 1, self.offset)
+                except OSError:
+                    pass  # closed meanwhile by close(): closing released the lock
+        finally:
+            self.stripe.release()
+
+
+def _try_lockf(fd: int, offset: int) -> bool:
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+        return True
+    except (BlockingIOError, PermissionError):  # EAGAIN or EACCES, by platform
+        return False
