@@ -691,5 +691,7 @@ def _try_lockf(fd: int, offset: int) -> bool:
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
         return True
-    except (BlockingIOError, PermissionError):  # EAGAIN or EACCES, by platform
+    except (BlockingIOError, PermissionError):  # held elsewhere: EAGAIN or EACCES, by platform
         return False
+    except OSError as exc:  # e.g. ENOLCK (no locks left), EBADF after close()
+        raise StoreUnavailable("The SQLite store could not lock a token (%s); try again." % exc, retry_after=1) from None

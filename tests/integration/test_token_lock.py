@@ -494,3 +494,27 @@ def test_a_process_killed_while_signing_under_the_lock_leaves_the_token_redeemab
     result = service.redeem("default", secret, csr())  # no lease to wait for: the lock died with it
     assert result.replayed is False
     assert service.list_certificates("default").total == 1
+
+
+def test_a_lock_the_kernel_refuses_is_store_unavailable_and_burns_nothing(service, monkeypatch):
+    """Out of record locks (ENOLCK) or any other failure to lock: a 503-class error, never a
+    traceback, and the token is as it was."""
+    import errno
+
+    import frontdoor_pki.store_sqlite as store_module
+
+    record, secret = service.create_token("default", name="no-locks", common_name="no-locks")
+    real_lockf = store_module.fcntl.lockf
+
+    def refuse(fd, cmd, *args):
+        if cmd & store_module.fcntl.LOCK_EX:
+            raise OSError(errno.ENOLCK, "No locks available")
+        return real_lockf(fd, cmd, *args)
+
+    monkeypatch.setattr(store_module.fcntl, "lockf", refuse)
+    error = error_of(service.redeem, "default", secret, csr())
+    assert error.code == "store_unavailable" and "No locks available" in error.message
+    monkeypatch.setattr(store_module.fcntl, "lockf", real_lockf)
+    stored = service.get_token("default", record.id)
+    assert stored.status() == "active" and stored.version == record.version
+    assert service.redeem("default", secret, csr()).replayed is False
