@@ -11,6 +11,10 @@ Redemption is claim -> sign -> record:
      claim left by a crashed process lapses on its own;
   3. the certificate is recorded with a second check-and-set that only succeeds while
      the claim is ours; any failure before that releases the claim.
+
+With a signer that signs in process (the local CA) step 2 is a lock instead of a write: the
+store's per-token lock is held from reading the token to recording the certificate (see
+``_token_lock``), and step 3's check-and-set is the only write.
 """
 
 from __future__ import annotations
