@@ -12,10 +12,10 @@ import time
 
 import pytest
 from cryptography import x509
-from frontdoor_pki.errors import FrontdoorError, SignerUnavailable, StoreUnavailable
+from frontdoor_pki.errors import FrontdoorError, SignerUnavailable
 from frontdoor_pki.model import utcnow
 from frontdoor_pki.tokens import hash_secret, new_secret
-from support.backends import other_subject, raising
+from support.backends import failing_first_record, other_subject, raising
 from support.crypto import load_cert, make_csr, shared_key, tamper_signature
 
 
@@ -241,20 +241,7 @@ def test_store_failing_while_recording(backend, make_service, write_lands):
     (and the signed certificate is discarded); if the write landed and only the answer was
     lost, the redemption succeeded and must say so, with exactly one certificate."""
     service = make_service()
-    store = service.store
-    real_record = store.record_redemption
-    calls = []
-
-    def failing_record(record, expected_version, certificate):
-        calls.append(certificate.id)
-        if len(calls) == 1:
-            if write_lands:
-                real_record(record, expected_version, certificate)
-            raise StoreUnavailable("connection reset while writing")
-        return real_record(record, expected_version, certificate)
-
-    store.record_redemption = failing_record
-    try:
+    with failing_first_record(service.store, write_lands) as calls:
         record, secret = service.create_token("default", name="store-fault", common_name="store-fault")
         if write_lands:
             result = service.redeem("default", secret, csr())
@@ -267,8 +254,6 @@ def test_store_failing_while_recording(backend, make_service, write_lands):
             assert service.list_certificates("default").total == 0
             result = service.redeem("default", secret, csr(1))
             assert result.replayed is False
-    finally:
-        store.record_redemption = real_record
     page = service.list_certificates("default")
     assert page.total == 1 and page.items[0].id == result.certificate.id
     assert service.get_token("default", record.id).certificate_id == result.certificate.id

@@ -7,93 +7,17 @@ the lease, and processes starting together on a fresh state dir agree on one CA.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import sqlite3
-import subprocess
-import sys
 import time
 
 import pytest
 from frontdoor_pki.config import build_service, load_config
 from frontdoor_pki.errors import FrontdoorError
 from support.crypto import make_csr, shared_key
+from support.processes import db_counts, finish, spawn, wait_for
 
-TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEASE = 2
-
-# The child: build the service on the shared state dir (real signer, wrapped to count calls and,
-# for the crash test, to block after the claim), wait for the start signal, redeem, report JSON.
-CHILD = r"""
-import json, os, sys, time
-sys.path.insert(0, sys.argv[1])
-args = json.loads(sys.argv[2])
-from frontdoor_pki.config import build_service, load_config
-from frontdoor_pki.errors import FrontdoorError
-from support.backends import blocking, wrap_signer
-from support.crypto import make_csr, make_key
-
-config = load_config(state_dir=args["state"], env={}, data=args["data"])
-service = build_service(config)
-hooks = {}
-if args.get("block"):
-    hooks["before"] = blocking(args["block"]["marker"], args["block"]["release"], timeout=60)
-signer = wrap_signer(service, "default", **hooks)
-if args.get("create"):
-    service.create_token("default", name="made-by-%d" % os.getpid())
-csr = make_csr(make_key("p256"), cn="proc-%d" % os.getpid())
-with open(args["ready"], "w") as handle:
-    handle.write("ready")
-deadline = time.monotonic() + 30
-while not os.path.exists(args["go"]) and time.monotonic() < deadline:
-    time.sleep(0.005)
-results = []
-for secret in args["secrets"]:
-    try:
-        result = service.redeem("default", secret, csr)
-        results.append({"ok": True, "certificate": result.certificate.id, "replayed": result.replayed})
-    except FrontdoorError as exc:
-        results.append({"ok": False, "code": exc.code})
-print(json.dumps({"results": results, "calls": signer.calls, "chain": service.ca_chain("default")}))
-"""
-
-
-def spawn(tmp_path, state: str, data: dict, name: str, secrets=(), **extra) -> tuple:
-    ready = str(tmp_path / ("ready-" + name))
-    args = dict(state=state, data=data, secrets=list(secrets), ready=ready, go=str(tmp_path / "go"), **extra)
-    process = subprocess.Popen(
-        [sys.executable, "-c", CHILD, TESTS_DIR, json.dumps(args)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    return process, ready
-
-
-def wait_for(path: str, processes, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        for process in processes:
-            if process.poll() is not None:
-                raise AssertionError("child exited early: %s" % process.communicate()[1][-2000:])
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for %s" % path)
-        time.sleep(0.01)
-
-
-def finish(process, timeout: float = 60) -> dict:
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-        raise AssertionError("child hung: %s" % err[-2000:]) from None
-    assert process.returncode == 0, err[-3000:]
-    return json.loads(out.strip().splitlines()[-1])
-
-
-def db_counts(state: str) -> dict:
-    with sqlite3.connect(os.path.join(state, "frontdoor.db")) as conn:
-        return dict(conn.execute("SELECT token_id, COUNT(*) FROM certificates GROUP BY token_id").fetchall())
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ the instance's ``sign`` with a function around the real one, so the signer still
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -25,14 +24,14 @@ import time
 
 import pytest
 from frontdoor_pki.config import build_service, load_config
-from frontdoor_pki.errors import FrontdoorError, SignerUnavailable, StoreUnavailable
+from frontdoor_pki.errors import FrontdoorError, SignerUnavailable
 from frontdoor_pki.signer_local import LocalCASigner
 from frontdoor_pki.store import LockTimeout
 from frontdoor_pki.store_sqlite import SQLiteStore
 from frontdoor_pki.tokens import hash_secret
+from support.backends import failing_first_record
 from support.crypto import make_csr, make_key, shared_key
-
-TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from support.processes import TESTS_DIR, db_counts, finish, spawn, wait_for
 
 
 def error_of(fn, *args, **kwargs) -> FrontdoorError:
@@ -196,20 +195,9 @@ def test_signer_failing_under_the_lock_leaves_the_token_untouched(service, exc_f
 
 @pytest.mark.parametrize("write_lands", [False, True], ids=["write-lost", "response-lost"])
 def test_store_failing_while_recording_under_the_lock(service, write_lands):
-    store = service.store
-    real_record = store.record_redemption
-    calls = []
-
-    def failing_record(record, expected_version, certificate):
-        calls.append(certificate.id)
-        if len(calls) == 1:
-            if write_lands:
-                real_record(record, expected_version, certificate)
-            raise StoreUnavailable("disk I/O error")
-        return real_record(record, expected_version, certificate)
-
-    store.record_redemption = failing_record
-    try:
+    """As the contract test of the same name: a lost write leaves the token as it was (here: not
+    even a released claim, its version unchanged); a lost answer is a success."""
+    with failing_first_record(service.store, write_lands) as calls:
         record, secret = service.create_token("default", name="store-fault", common_name="store-fault")
         if write_lands:
             result = service.redeem("default", secret, csr())
@@ -222,8 +210,6 @@ def test_store_failing_while_recording_under_the_lock(service, write_lands):
             assert service.list_certificates("default").total == 0
             result = service.redeem("default", secret, csr(1))
             assert result.replayed is False
-    finally:
-        store.record_redemption = real_record
     page = service.list_certificates("default")
     assert page.total == 1 and page.items[0].id == result.certificate.id
 
@@ -389,76 +375,15 @@ def test_refresh_racing_a_locked_redemption_never_lets_the_old_secret_in(state, 
 
 
 # ------------------------------------------------------------------ processes
-CHILD = r"""
-import json, os, sys, time
-sys.path.insert(0, sys.argv[1])
-args = json.loads(sys.argv[2])
-from frontdoor_pki.config import build_service, load_config
-from frontdoor_pki.errors import FrontdoorError
-from support.crypto import make_csr, make_key
-
-service = build_service(load_config(state_dir=args["state"], env={}, data={}))
-signer = service.signers["default"]
-assert signer.in_process
-real_sign, calls = signer.sign, []
-
-def sign(request):
-    calls.append(request.token_id)
-    if args.get("block"):
-        open(args["block"], "w").write(str(os.getpid()))
-        time.sleep(120)
-    return real_sign(request)
-
-signer.sign = sign
-csr = make_csr(make_key("p256"), cn="proc-%d" % os.getpid())
-open(args["ready"], "w").write("ready")
-deadline = time.monotonic() + 30
-while not os.path.exists(args["go"]) and time.monotonic() < deadline:
-    time.sleep(0.005)
-results = []
-for secret in args["secrets"]:
-    try:
-        result = service.redeem("default", secret, csr)
-        results.append({"ok": True, "certificate": result.certificate.id, "replayed": result.replayed})
-    except FrontdoorError as exc:
-        results.append({"ok": False, "code": exc.code})
-print(json.dumps({"results": results, "calls": len(calls)}))
-"""
-
-
-def spawn(tmp_path, state, name, secrets, **extra):
-    ready = str(tmp_path / ("ready-" + name))
-    args = dict(state=state, secrets=list(secrets), ready=ready, go=str(tmp_path / "go"), **extra)
-    process = subprocess.Popen(
-        [sys.executable, "-c", CHILD, TESTS_DIR, json.dumps(args)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    return process, ready
-
-
-def wait_for(path, processes, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        for process in processes:
-            if process.poll() is not None:
-                raise AssertionError("child exited early: %s" % process.communicate()[1][-2000:])
-        assert time.monotonic() < deadline, "timed out waiting for %s" % path
-        time.sleep(0.01)
-
-
 def test_processes_racing_on_the_lock_path_sign_once_per_token(tmp_path, state, service):
     tokens = [service.create_token("default", name="proc-%d" % i, common_name="p%d" % i) for i in range(12)]
-    children = [spawn(tmp_path, state, "p%d" % n, [s for _, s in tokens]) for n in range(4)]
+    children = [spawn(tmp_path, state, {}, "p%d" % n, [s for _, s in tokens], signer="in-process") for n in range(4)]
     processes = [process for process, _ in children]
     try:
         for _, ready in children:
             wait_for(ready, processes)
         (tmp_path / "go").write_text("go")
-        reports = []
-        for process in processes:
-            out, err = process.communicate(timeout=120)
-            assert process.returncode == 0, err[-3000:]
-            reports.append(json.loads(out.strip().splitlines()[-1]))
+        reports = [finish(process, timeout=120) for process in processes]
     finally:
         for process in processes:
             if process.poll() is None:
@@ -471,12 +396,14 @@ def test_processes_racing_on_the_lock_path_sign_once_per_token(tmp_path, state, 
         assert {o["code"] for o in outcomes if not o["ok"]} <= {"token_already_used"}, outcomes
         page = service.list_certificates("default", token_id=record.id)
         assert page.total == 1 and page.items[0].id == won[0]["certificate"]
+    assert db_counts(state) == {record.id: 1 for record, _ in tokens}
 
 
 def test_a_process_killed_while_signing_under_the_lock_leaves_the_token_redeemable_at_once(tmp_path, state, service):
     record, secret = service.create_token("default", name="crash", common_name="crash")
-    marker = str(tmp_path / "signing")
-    process, ready = spawn(tmp_path, state, "crash", [secret], block=marker)
+    marker, release = str(tmp_path / "signing"), str(tmp_path / "never-created")
+    process, ready = spawn(tmp_path, state, {}, "crash", [secret], signer="in-process",
+                           block={"marker": marker, "release": release})
     try:
         wait_for(ready, [process])
         (tmp_path / "go").write_text("go")
@@ -493,7 +420,8 @@ def test_a_process_killed_while_signing_under_the_lock_leaves_the_token_redeemab
         process.communicate()
     result = service.redeem("default", secret, csr())  # no lease to wait for: the lock died with it
     assert result.replayed is False
-    assert service.list_certificates("default").total == 1
+    assert db_counts(state) == {record.id: 1}
+    assert not os.path.exists(release)
 
 
 def test_a_lock_the_kernel_refuses_is_store_unavailable_and_burns_nothing(service, monkeypatch):

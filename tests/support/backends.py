@@ -35,6 +35,7 @@ a delay, a block, or a changed request in front of it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import threading
@@ -43,6 +44,7 @@ from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Sequ
 
 import pytest
 from frontdoor_pki.config import Config, load_config
+from frontdoor_pki.errors import StoreUnavailable
 from frontdoor_pki.model import IssuedCertificate, SignRequest
 from frontdoor_pki.signer import Signer
 
@@ -239,3 +241,26 @@ __all__ = [
     "BACKENDS", "Backend", "CAPABILITIES", "WrappedSigner", "blocking", "contract_config", "other_subject",
     "raising", "register", "sleeping", "wrap_signer",
 ]
+
+
+@contextlib.contextmanager
+def failing_first_record(store, write_lands: bool):
+    """``store.record_redemption`` raises StoreUnavailable on its first call, after really
+    writing when ``write_lands`` (the answer was lost, not the write). Yields the ids of the
+    certificates it was asked to record, in order; the store's own method is back afterwards."""
+    real_record = store.record_redemption
+    calls: List[str] = []
+
+    def failing_record(record, expected_version, certificate):
+        calls.append(certificate.id)
+        if len(calls) == 1:
+            if write_lands:
+                real_record(record, expected_version, certificate)
+            raise StoreUnavailable("connection reset while writing")
+        return real_record(record, expected_version, certificate)
+
+    store.record_redemption = failing_record
+    try:
+        yield calls
+    finally:
+        store.record_redemption = real_record
