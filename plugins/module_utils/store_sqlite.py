@@ -304,22 +304,29 @@ class SQLiteStore(TokenStore):
                     flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
                     try:
                         self._lock_fd = os.open(self.path + "-lock", flags, 0o600)
+                    except OSError:
+                        # e.g. a read-only directory: SQLite's own locking still applies
+                        self._lock_fd = None
+                    try:
                         # POSIX record locks belong to the process and every close() of any fd
                         # of the file drops them all: this file is opened once per process and
                         # only closed by close().
                         self._key_lock_fd = os.open(self.path + "-keys.lock", flags, 0o600)
                     except OSError:
-                        # e.g. a read-only directory: SQLite's own locking still applies
-                        self._lock_fd = self._key_lock_fd = None
+                        self._key_lock_fd = None  # exclusive() offers no lock: redemptions claim
                     self._lock_pid = _PID[0]
         return self._lock_fd
 
-    def exclusive(self, key: str) -> _KeyLock:
+    def exclusive(self, key: str) -> Optional[_KeyLock]:
         """Hold ``key`` (a hex digest) across threads and processes: a striped thread lock, then
         a one-byte POSIX record lock at an offset taken from the key in ``<db>-keys.lock``.
 
-        The kernel drops a record lock when its process dies, so a crash never leaves a key held."""
+        The kernel drops a record lock when its process dies, so a crash never leaves a key held.
+        None when the lock file cannot be opened (other processes could not be kept out): the
+        service then claims the token with a write instead."""
         self._process_lock_fd()
+        if self._key_lock_fd is None:
+            return None
         offset = int(key[:_KEY_HEX], 16)
         return _KeyLock(self, self._key_stripes[offset % _KEY_STRIPES], offset)
 
@@ -644,9 +651,10 @@ class SQLiteStore(TokenStore):
         if conn is not None:
             conn.close()
             self._local.conn = None
-        if self._lock_fd is not None and self._lock_pid == _PID[0]:
-            os.close(self._lock_fd)
-            os.close(self._key_lock_fd)
+        if self._lock_pid == _PID[0]:
+            for fd in (self._lock_fd, self._key_lock_fd):
+                if fd is not None:
+                    os.close(fd)
             self._lock_fd = self._key_lock_fd = None
             self._lock_pid = None
 
@@ -667,8 +675,9 @@ class _KeyLock:
         if not self.stripe.acquire(timeout=store.busy_timeout):
             raise self._timeout()
         fd = store._key_lock_fd
-        if fd is None:
-            return
+        if fd is None:  # close() ran since exclusive() was called
+            self.stripe.release()
+            raise StoreUnavailable("The SQLite store was closed; try again.", retry_after=1)
         try:
             store._wait(lambda: _try_lockf(fd, self.offset), self._timeout)
         except BaseException:

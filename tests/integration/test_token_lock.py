@@ -446,3 +446,32 @@ def test_a_lock_the_kernel_refuses_is_store_unavailable_and_burns_nothing(servic
     stored = service.get_token("default", record.id)
     assert stored.status() == "active" and stored.version == record.version
     assert service.redeem("default", secret, csr()).replayed is False
+
+
+def test_without_a_lock_file_the_redemption_claims_instead(state, monkeypatch):
+    """If ``<db>-keys.lock`` cannot be opened (here: refused), other processes could not be kept
+    out by it, so the store offers no lock and the service writes a claim as for a remote CA."""
+    import frontdoor_pki.store_sqlite as store_module
+
+    real_open = store_module.os.open
+
+    def refuse_keys_lock(path, *args, **kwargs):
+        if str(path).endswith("-keys.lock"):
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(store_module.os, "open", refuse_keys_lock)
+    service = build_service(load_config(state_dir=state, env={}, data={}))
+    try:
+        record, secret = service.create_token("default", name="no-lock-file", common_name="no-lock-file")
+        assert service.store.exclusive(hash_secret(secret)) is None
+        store = service.store
+        real_replace = store.replace_token
+        claims = []
+        store.replace_token = lambda candidate, version: claims.append(candidate.claim_id) or real_replace(
+            candidate, version)
+        result = service.redeem("default", secret, csr())
+        assert result.replayed is False and len(claims) == 1 and claims[0]  # the claim path
+        assert service.get_token("default", record.id).version == record.version + 2  # claim, then record
+    finally:
+        service.close()
