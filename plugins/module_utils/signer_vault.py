@@ -35,17 +35,15 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 try:
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import rsa
-    from hvac import adapters as hvac_adapters
-    from hvac import exceptions as hvac_exc
 except ImportError:  # pragma: no cover
-    x509 = rsa = hvac_adapters = hvac_exc = None
+    x509 = rsa = None
 
 from .errors import FrontdoorError, SignerUnavailable
 from .issued import key_is, subject_is, tbs_fields
 from .model import CertificateRecord, IssuedCertificate, SignRequest, utcnow
 from .signer import Signer
 from .tokens import parse_duration
-from .vault_client import VaultClient, shared_client
+from .vault_client import VaultClient, hvac_adapters, hvac_exc, shared_client  # hvac: imported when first needed
 
 ROLE_PREFIX = "frontdoor-"
 EXPIRY_SLACK = _dt.timedelta(seconds=120)
@@ -176,10 +174,14 @@ class VaultPKISigner(Signer):
         params = role_parameters(organization, organizational_unit, self.role_max_ttl, self.no_store, rsa)
 
         def run(c):
-            return c.secrets.pki.create_or_update_role(name, extra_params=params, mount_point=self.mount)
+            return c.secrets.pki.create_or_update_role(name, extra_params=dict(params), mount_point=self.mount)
 
+        # the request hvac's create_or_update_role sends (it adds the name to the body)
+        fast = ("POST", "/v1/%s/roles/%s" % (urllib.parse.quote(self.mount), urllib.parse.quote(name)),
+                dict(params, name=name))
         try:
-            self.client.call(run, SignerUnavailable, "creating PKI role %s on mount %s" % (name, self.mount))
+            self.client.call(run, SignerUnavailable, "creating PKI role %s on mount %s" % (name, self.mount),
+                             fast=fast)
         except (hvac_exc.InvalidRequest, hvac_exc.InvalidPath) as exc:
             raise SignerUnavailable(
                 "Vault refused to create PKI role %s on mount %r (%s); check that the mount exists and is a PKI "
@@ -290,12 +292,14 @@ class VaultPKISigner(Signer):
 
     # -- CA ---------------------------------------------------------------------------------
     def _load_chain(self) -> List[str]:
+        path = "/v1/%s/cert/ca_chain" % self.mount
+
         def run(c):
-            return c.adapter.get("/v1/%s/cert/ca_chain" % self.mount)
+            return c.adapter.get(path)
 
         try:
             response = self.client.call(run, SignerUnavailable, "reading the CA chain of mount %s" % self.mount,
-                                        idempotent=True)
+                                        idempotent=True, fast=("GET", path, None))
         except (hvac_exc.InvalidRequest, hvac_exc.InvalidPath):
             raise SignerUnavailable(
                 "PKI mount %r has no CA: generate or import a root/intermediate and set a default issuer." % self.mount

@@ -57,17 +57,10 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-# Guarded: Ansible's import sanity test loads module_utils without third-party packages; the modules
-# report what is missing with missing_required_lib instead of a traceback.
-try:
-    from hvac import exceptions as hvac_exc
-except ImportError:  # pragma: no cover
-    hvac_exc = None
-
 from .errors import FrontdoorError, StoreUnavailable
 from .model import STATE_REDEEMED, UTC, CertificateRecord, Page, Subject, TokenRecord
 from .store import TokenStore
-from .vault_client import VaultClient, is_cas_mismatch, shared_client
+from .vault_client import VaultClient, hvac_exc, is_cas_mismatch, shared_client  # hvac: imported when first needed
 
 _WORKERS = 8
 _CACHE_MAX = 512  # tokens remembered per store: enough for the redemptions in flight (a few KB each)

@@ -17,8 +17,10 @@ namespace, ``X-Vault-Request``), same TLS verification (``vault.verify`` / ``caC
 requests' CA bundle), same timeout, failed connects retried twice (the request never left),
 a read resent once on a keep-alive connection the server had just closed and a write never,
 and HTTP errors raised as the very hvac exceptions hvac would raise, so callers' handling
-(404, CAS mismatch, 403 re-login) is shared. Everything else (admin paths, AppRole login,
-listing, deletes, roles, CRL) stays on hvac. The lean transport stands aside when a proxy
+(404, CAS mismatch, 403 re-login) is shared. The PKI signer's role creation and CA chain
+read go the same way, so a gateway with that signer and a SQLite store never loads hvac or
+requests at all (see ``_LazyModule``: ~5 MB per process). Everything else (admin paths,
+AppRole login, listing, deletes, revocation, CRL) stays on hvac. The lean transport stands aside when a proxy
 applies to the Vault URL (the lean transport does not do proxies) and when requests' stock
 ``HTTPAdapter.send`` has been replaced (a test double or instrumentation that must see every
 request); a redirect answer is re-sent through requests, which follows it as before.
@@ -33,34 +35,76 @@ never the Vault token or AppRole secret.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import select
 import socket
 import ssl
+import sys
 import threading
 import time
+import types
 import urllib.parse
+import urllib.request
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
-
-# Guarded: Ansible's import sanity test loads module_utils without third-party packages; the modules
-# report what is missing with missing_required_lib instead of a traceback.
-try:
-    import hvac
-    import requests
-    from hvac import exceptions as hvac_exc
-    from hvac import utils as hvac_utils
-    from requests.adapters import HTTPAdapter
-    from urllib3 import exceptions as urllib3_exc
-    from urllib3.util.retry import Retry
-except ImportError:  # pragma: no cover
-    hvac = requests = hvac_exc = HTTPAdapter = urllib3_exc = Retry = hvac_utils = None
 
 from .errors import FrontdoorError, SignerUnavailable, StoreUnavailable
 
-# requests' own transport, as imported: if something replaces it later (responses, instrumentation),
-# the hot path goes through requests so that the replacement sees every request.
-_STOCK_SEND = HTTPAdapter.send if HTTPAdapter is not None else None
+
+class _LazyModule:
+    """A module imported on first attribute access.
+
+    Why: hvac and requests (with urllib3, idna, charset_normalizer) cost ~5 MB of memory in every
+    gateway process, and a gateway whose Vault requests all go over the lean transport (the PKI
+    signer beside a SQLite store: sign, role creation, CA chain) never needs them, unless a
+    request fails or takes another path (AppRole login, revocation, CRL, a proxy, a test double
+    on requests' transport). ``except hvac_exc.X`` clauses are only evaluated while an exception
+    is being handled, so they import hvac then and not before. Importing here rather than at
+    the top also keeps Ansible's import sanity test (module_utils without third-party packages)
+    quiet; the modules report a missing hvac with missing_required_lib (ansible_common).
+    """
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        module = importlib.import_module(self._name)
+        return getattr(module, attr)
+
+    def __repr__(self) -> str:
+        return "<lazy module %s>" % self._name
+
+
+hvac = _LazyModule("hvac")
+hvac_exc = _LazyModule("hvac.exceptions")
+hvac_utils = _LazyModule("hvac.utils")
+hvac_adapters = _LazyModule("hvac.adapters")
+requests = _LazyModule("requests")
+urllib3_exc = _LazyModule("urllib3.exceptions")
+
+
+def _requests_transport_is_stock() -> bool:
+    """Whether requests' ``HTTPAdapter.send`` is still requests' own function: if something replaced
+    it (``responses``, instrumentation), hot-path requests go through requests so that the
+    replacement sees every request. Not imported at all means not replaced."""
+    adapters = sys.modules.get("requests.adapters")
+    if adapters is None:
+        return True
+    send = getattr(adapters.HTTPAdapter, "send", None)
+    if type(send) is not types.FunctionType:  # a mock, or a wrapper object (wrapt) around it
+        return False
+    code = send.__code__
+    return code.co_name == "send" and code.co_filename.endswith(os.path.join("requests", "adapters.py"))
+
+
+def _environ_proxies(url: str) -> Dict[str, str]:
+    """requests' proxies for ``url`` from the environment; without any ``*_proxy`` variable that is
+    nothing, and requests need not be imported to say so."""
+    if not urllib.request.getproxies():
+        return {}
+    return dict(requests.utils.get_environ_proxies(url) or {})
+
 
 DEFAULT_URL = "http://127.0.0.1:8200"
 DEFAULT_TIMEOUT = 10.0
@@ -417,39 +461,66 @@ class VaultClient:
 
     def __init__(self, settings: VaultSettings, session: Optional[requests.Session] = None):
         self.settings = settings
-        self.session = session or requests.Session()
         # requests re-reads proxy variables and ~/.netrc on *every* request when trust_env is on
         # (~0.7 ms here, as much as a KV read); read the proxies once instead. CA bundles come from
         # vault.caCert / VAULT_CACERT, not REQUESTS_CA_BUNDLE.
-        proxies = requests.utils.get_environ_proxies(settings.url)
-        self.session.trust_env = False
+        self._proxies = _environ_proxies(settings.url)
+        self._given_session = session
+        self._session = None  # requests' session and hvac's client: made on first use (see _LazyModule)
+        self._hvac = None
+        self._make_lock = threading.Lock()
+        self.requests = 0  # Vault requests sent by this client (round-trip accounting for the bench)
+        self._count_lock = threading.Lock()
+        self._login_lock = threading.Lock()
+        self._refs = 0
+        self._token = settings.token if settings.auth_method == "token" else None
+        self._logged_in = settings.auth_method == "token"
+        self._lean = _LeanTransport(settings)
+
+    @property
+    def session(self) -> requests.Session:
+        if self._session is None:
+            with self._make_lock:
+                if self._session is None:
+                    self._session = self._make_session()
+        return self._session
+
+    def _make_session(self) -> requests.Session:
+        from requests.adapters import HTTPAdapter
+        from urllib3.util.retry import Retry
+
+        session = self._given_session or requests.Session()
+        session.trust_env = False
         # hvac takes verify/proxies from a session it is given (and ignores its own arguments then)
-        self.session.verify = settings.verify
-        self.session.proxies = dict(proxies or {})
+        session.verify = self.settings.verify
+        session.proxies = dict(self._proxies)
         # Retry only failed *connects* (the request never left): a retried write whose first
         # attempt reached Vault could turn our own successful CAS into a reported conflict.
         retry = Retry(total=2, connect=2, read=0, status=0, other=0, redirect=0, backoff_factor=0.05,
                       raise_on_status=False)
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_MAXSIZE, max_retries=retry)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.requests = 0  # Vault requests sent by this client (round-trip accounting for the bench)
-        self._count_lock = threading.Lock()
-        self.session.hooks.setdefault("response", []).append(self._count)
-        self._login_lock = threading.Lock()
-        self._refs = 0
-        self.hvac = hvac.Client(
-            url=settings.url,
-            token=settings.token if settings.auth_method == "token" else None,
-            verify=settings.verify,
-            timeout=settings.timeout,
-            session=self.session,
-            namespace=settings.namespace,
-            proxies=proxies or None,
-        )
-        self._logged_in = settings.auth_method == "token"
-        self._proxies = dict(proxies or {})
-        self._lean = _LeanTransport(settings)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.hooks.setdefault("response", []).append(self._count)
+        return session
+
+    @property
+    def hvac(self) -> hvac.Client:
+        if self._hvac is None:
+            session = self.session
+            with self._make_lock:
+                if self._hvac is None:
+                    settings = self.settings
+                    self._hvac = hvac.Client(
+                        url=settings.url,
+                        token=self._token,
+                        verify=settings.verify,
+                        timeout=settings.timeout,
+                        session=session,
+                        namespace=settings.namespace,
+                        proxies=self._proxies or None,
+                    )
+        return self._hvac
 
     def _count(self, response, *args, **kwargs):
         with self._count_lock:
@@ -458,12 +529,12 @@ class VaultClient:
 
     def lean_usable(self) -> bool:
         """Whether hot-path requests go over the lean transport (see the module docstring)."""
-        return self._lean.usable and not self._proxies and HTTPAdapter.send is _STOCK_SEND
+        return self._lean.usable and not self._proxies and _requests_transport_is_stock()
 
     def _fast(self, method: str, path: str, body: Optional[Dict[str, Any]]) -> Any:
         """One request on the lean transport, answered as hvac's JSONAdapter would answer it."""
         headers = {"X-Vault-Request": "true"}
-        token = self.hvac.token
+        token = self._hvac.token if self._hvac is not None else self._token
         if token:
             headers["X-Vault-Token"] = token
         if self.settings.namespace:
@@ -565,7 +636,8 @@ class VaultClient:
         if self._refs <= 0:
             _forget(self)
             self._lean.close()
-            self.session.close()
+            if self._session is not None:
+                self._session.close()
 
 
 def is_cas_mismatch(exc: BaseException) -> bool:

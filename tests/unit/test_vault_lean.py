@@ -430,3 +430,37 @@ def test_missing_ca_file_is_a_tls_error_with_the_hint(scripted, tmp_path):
 
 def test_a_url_with_a_bad_port_leaves_the_lean_transport_aside():
     assert not _client("http://vault.test:notaport").lean_usable()
+
+
+def test_a_wrapped_or_mocked_requests_transport_is_not_taken_for_requests_own(monkeypatch):
+    """Instrumentation that wraps ``HTTPAdapter.send`` (an object, or a function defined elsewhere)
+    must see every request: the lean transport stands aside for both."""
+    import functools
+
+    from requests.adapters import HTTPAdapter
+
+    client = _client("http://vault.test:8200")
+    real_send = HTTPAdapter.send
+    assert client.lean_usable()
+
+    @functools.wraps(real_send)
+    def wrapped(*args, **kwargs):
+        return real_send(*args, **kwargs)
+
+    monkeypatch.setattr(HTTPAdapter, "send", wrapped)
+    assert not client.lean_usable()  # a function, but not requests' own (its code lives here)
+
+    class Proxy:
+        def __init__(self, fn):
+            self.__wrapped__ = fn
+
+        def __call__(self, *args, **kwargs):
+            return self.__wrapped__(*args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self.__wrapped__, name)
+
+    monkeypatch.setattr(HTTPAdapter, "send", Proxy(real_send))
+    assert not client.lean_usable()  # forwards __code__ to requests' function, but is an object
+    monkeypatch.setattr(HTTPAdapter, "send", real_send)
+    assert client.lean_usable()
