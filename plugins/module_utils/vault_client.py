@@ -92,7 +92,8 @@ def _requests_transport_is_stock() -> bool:
     if adapters is None:
         return True
     send = getattr(adapters.HTTPAdapter, "send", None)
-    if type(send) is not types.FunctionType:  # a mock, or a wrapper object (wrapt) around it
+    # a mock, or a wrapper (a wrapt proxy passes isinstance checks but has __wrapped__)
+    if not isinstance(send, types.FunctionType) or hasattr(send, "__wrapped__"):
         return False
     code = send.__code__
     return code.co_name == "send" and code.co_filename.endswith(os.path.join("requests", "adapters.py"))

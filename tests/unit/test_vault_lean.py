@@ -450,9 +450,13 @@ def test_a_wrapped_or_mocked_requests_transport_is_not_taken_for_requests_own(mo
     monkeypatch.setattr(HTTPAdapter, "send", wrapped)
     assert not client.lean_usable()  # a function, but not requests' own (its code lives here)
 
-    class Proxy:
+    class Proxy:  # as wrapt's ObjectProxy: passes isinstance checks for what it wraps
         def __init__(self, fn):
             self.__wrapped__ = fn
+
+        @property
+        def __class__(self):
+            return type(self.__wrapped__)
 
         def __call__(self, *args, **kwargs):
             return self.__wrapped__(*args, **kwargs)
@@ -460,7 +464,9 @@ def test_a_wrapped_or_mocked_requests_transport_is_not_taken_for_requests_own(mo
         def __getattr__(self, name):
             return getattr(self.__wrapped__, name)
 
-    monkeypatch.setattr(HTTPAdapter, "send", Proxy(real_send))
-    assert not client.lean_usable()  # forwards __code__ to requests' function, but is an object
+    proxy = Proxy(real_send)
+    assert isinstance(proxy, type(real_send))
+    monkeypatch.setattr(HTTPAdapter, "send", proxy)
+    assert not client.lean_usable()  # looks like requests' function (class, __code__), but wraps it
     monkeypatch.setattr(HTTPAdapter, "send", real_send)
     assert client.lean_usable()
