@@ -243,7 +243,7 @@ class SQLiteStore(TokenStore):
         self._lock_fd = None
         self._key_lock_fd = None
         self._thread_lock = threading.Lock()
-        self._key_stripes = _key_stripes(path)
+        self._key_stripes = ()  # set with the lock files, per process (_process_lock_fd)
         self._checkpointer_pid = None
         self._closing = threading.Event()
         # (id -> (version, mutable columns)) of rows this process read or wrote last; see _cas
@@ -292,7 +292,7 @@ class SQLiteStore(TokenStore):
                 if time.monotonic() >= deadline:
                     break
                 time.sleep(min(0.005 * (attempt + 1), 0.1))
-        raise StoreUnavailable("The SQLite store stayed locked; try again.", retry_after=1)
+        raise _stayed_locked()
 
     def _process_lock_fd(self) -> Optional[int]:
         """The fd of ``<db>-lock`` for this process (reopened after a fork: flock is per open file)."""
@@ -336,7 +336,7 @@ class SQLiteStore(TokenStore):
         fd = self._process_lock_fd()
         lock = self._thread_lock
         if not lock.acquire(timeout=self.busy_timeout):
-            raise StoreUnavailable("The SQLite store stayed locked; try again.", retry_after=1)
+            raise _stayed_locked()
         try:
             if fd is not None:
                 self._flock(fd)
@@ -353,14 +353,7 @@ class SQLiteStore(TokenStore):
 
     def _flock(self, fd: int) -> None:
         """Take the cross-process writer lock, bounded by busy_timeout."""
-        def attempt() -> bool:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                return False
-
-        self._wait(attempt, lambda: StoreUnavailable("The SQLite store stayed locked; try again.", retry_after=1))
+        self._wait(lambda: _try_flock(fd), _stayed_locked)
 
     def _wait(self, attempt, deadline_error) -> None:
         """Take a lock that ``attempt()`` tries without blocking (True when taken), bounded by
@@ -694,6 +687,18 @@ class _KeyLock:
                     pass  # closed meanwhile by close(): closing released the lock
         finally:
             self.stripe.release()
+
+
+def _stayed_locked() -> StoreUnavailable:
+    return StoreUnavailable("The SQLite store stayed locked; try again.", retry_after=1)
+
+
+def _try_flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
 
 
 def _try_lockf(fd: int, offset: int) -> bool:
