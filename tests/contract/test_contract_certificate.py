@@ -12,18 +12,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from frontdoor_pki.errors import FrontdoorError
 from frontdoor_pki.model import utcnow
 from support.crypto import load_cert, make_csr, public_key_der, shared_key, subject_values, tamper_signature
+from support.helpers import error_of
 
 DAY = _dt.timedelta(days=1)
 SLACK = _dt.timedelta(minutes=5)
-
-
-def error_of(fn, *args, **kwargs) -> FrontdoorError:
-    with pytest.raises(FrontdoorError) as info:
-        fn(*args, **kwargs)
-    return info.value
 
 
 def redeem_ok(service, secret, csr, frontdoor_id="default"):

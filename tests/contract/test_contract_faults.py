@@ -15,18 +15,9 @@ from cryptography import x509
 from frontdoor_pki.errors import FrontdoorError, SignerUnavailable
 from frontdoor_pki.model import utcnow
 from frontdoor_pki.tokens import hash_secret, new_secret
-from support.backends import failing_first_record, other_subject, raising
-from support.crypto import load_cert, make_csr, shared_key, tamper_signature
-
-
-def error_of(fn, *args, **kwargs) -> FrontdoorError:
-    with pytest.raises(FrontdoorError) as info:
-        fn(*args, **kwargs)
-    return info.value
-
-
-def csr(slot=0, cn="client"):
-    return make_csr(shared_key("p256", slot), cn=cn)
+from support.backends import other_subject, raising
+from support.crypto import load_cert, tamper_signature
+from support.helpers import csr, error_of, redeem_through_a_store_fault
 
 
 @pytest.mark.parametrize(
@@ -241,21 +232,9 @@ def test_store_failing_while_recording(backend, make_service, write_lands):
     (and the signed certificate is discarded); if the write landed and only the answer was
     lost, the redemption succeeded and must say so, with exactly one certificate."""
     service = make_service()
-    with failing_first_record(service.store, write_lands) as calls:
-        record, secret = service.create_token("default", name="store-fault", common_name="store-fault")
-        if write_lands:
-            result = service.redeem("default", secret, csr())
-            assert result.replayed is False and result.certificate.id == calls[0]
-        else:
-            error = error_of(service.redeem, "default", secret, csr())
-            assert error.code == "store_unavailable"
-            stored = service.get_token("default", record.id)
-            assert stored.status() == "active" and stored.claim_id is None  # released at once
-            assert service.list_certificates("default").total == 0
-            result = service.redeem("default", secret, csr(1))
-            assert result.replayed is False
-    page = service.list_certificates("default")
-    assert page.total == 1 and page.items[0].id == result.certificate.id
+    record, stored, result = redeem_through_a_store_fault(service, write_lands)
+    if stored is not None:
+        assert stored.claim_id is None  # released at once
     assert service.get_token("default", record.id).certificate_id == result.certificate.id
 
 

@@ -10,22 +10,12 @@ import re
 import time
 
 import pytest
-from frontdoor_pki.errors import FrontdoorError
 from frontdoor_pki.model import isoformat, utcnow
 from frontdoor_pki.tokens import hash_secret, new_secret
 from support.crypto import make_csr, shared_key
+from support.helpers import csr, error_of
 
 SLACK = _dt.timedelta(seconds=5)
-
-
-def error_of(fn, *args, **kwargs) -> FrontdoorError:
-    with pytest.raises(FrontdoorError) as info:
-        fn(*args, **kwargs)
-    return info.value
-
-
-def csr(slot=0, cn="client"):
-    return make_csr(shared_key("p256", slot), cn=cn)
 
 
 def wait_past(moment: _dt.datetime, extra: float = 0.05) -> None:

@@ -29,19 +29,9 @@ from frontdoor_pki.signer_local import LocalCASigner
 from frontdoor_pki.store import LockTimeout
 from frontdoor_pki.store_sqlite import SQLiteStore
 from frontdoor_pki.tokens import hash_secret
-from support.backends import failing_first_record
-from support.crypto import make_csr, make_key, shared_key
+from support.crypto import make_csr, make_key
+from support.helpers import csr, error_of, redeem_through_a_store_fault
 from support.processes import TESTS_DIR, db_counts, finish, spawn, wait_for
-
-
-def error_of(fn, *args, **kwargs) -> FrontdoorError:
-    with pytest.raises(FrontdoorError) as info:
-        fn(*args, **kwargs)
-    return info.value
-
-
-def csr(slot=0, cn="client"):
-    return make_csr(shared_key("p256", slot), cn=cn)
 
 
 @pytest.fixture
@@ -197,21 +187,9 @@ def test_signer_failing_under_the_lock_leaves_the_token_untouched(service, exc_f
 def test_store_failing_while_recording_under_the_lock(service, write_lands):
     """As the contract test of the same name: a lost write leaves the token as it was (here: not
     even a released claim, its version unchanged); a lost answer is a success."""
-    with failing_first_record(service.store, write_lands) as calls:
-        record, secret = service.create_token("default", name="store-fault", common_name="store-fault")
-        if write_lands:
-            result = service.redeem("default", secret, csr())
-            assert result.replayed is False and result.certificate.id == calls[0]
-        else:
-            error = error_of(service.redeem, "default", secret, csr())
-            assert error.code == "store_unavailable"
-            stored = service.get_token("default", record.id)
-            assert stored.status() == "active" and stored.version == record.version
-            assert service.list_certificates("default").total == 0
-            result = service.redeem("default", secret, csr(1))
-            assert result.replayed is False
-    page = service.list_certificates("default")
-    assert page.total == 1 and page.items[0].id == result.certificate.id
+    record, stored, _result = redeem_through_a_store_fault(service, write_lands)
+    if stored is not None:
+        assert stored.version == record.version
 
 
 def test_threads_racing_wait_for_the_lock_and_never_sign_twice(state, service):
