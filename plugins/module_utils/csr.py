@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import warnings
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 # Guarded: Ansible's import sanity test loads module_utils without third-party packages; the modules
 # report a missing cryptography with missing_required_lib (HAS_CRYPTOGRAPHY) instead of a traceback.
@@ -36,6 +36,7 @@ except ImportError:  # pragma: no cover
     x509 = serialization = hashes = ec = ed25519 = padding = rsa = NameOID = SignatureAlgorithmOID = None
     _VERIFY_WITH_KEY = {}
 
+from .der_template import read_tlv
 from .errors import FrontdoorError
 from .model import Subject
 from .tokens import SUBJECT_FIELD_MAX
@@ -165,21 +166,6 @@ _UTF8STRING, _PRINTABLESTRING = 0x0C, 0x13
 _PRINTABLE = re.compile(rb"[A-Za-z0-9 '()+,\-./:=?]*\Z")
 
 
-def _tlv_at(data: bytes, pos: int, end: int) -> Tuple[int, int, int]:
-    """(tag, content start, content end) of the element at ``pos``; ValueError if it overruns ``end``."""
-    tag, first = data[pos], data[pos + 1]
-    if first < 0x80:
-        start, length = pos + 2, first
-    else:
-        size = first & 0x7F
-        if not 1 <= size <= 3:
-            raise ValueError("length")
-        start, length = pos + 2 + size, int.from_bytes(data[pos + 2 : pos + 2 + size], "big")
-    if start + length > end:
-        raise ValueError("overrun")
-    return tag, start, start + length
-
-
 def _plain_name(der: bytes, pos: int, end: int) -> Optional[Subject]:
     """CN, O and OU of the Name encoded at ``der[pos:]``, when it is written the plain way: one
     attribute per RDN, every value a UTF8String or PrintableString (what openssl req, most
@@ -189,19 +175,19 @@ def _plain_name(der: bytes, pos: int, end: int) -> Optional[Subject]:
     ~25 us per subject read. The answer is the same: the first CN, O and OU, decoded.
     """
     try:
-        tag, pos, name_end = _tlv_at(der, pos, end)
+        tag, pos, name_end = read_tlv(der, pos, end)
         if tag != 0x30:
             return None
         values: List[Optional[str]] = [None, None, None]
         while pos < name_end:
-            tag, set_start, set_end = _tlv_at(der, pos, name_end)
+            tag, set_start, set_end = read_tlv(der, pos, name_end)
             if tag != 0x31:
                 return None
-            tag, atv_start, atv_end = _tlv_at(der, set_start, set_end)
+            tag, atv_start, atv_end = read_tlv(der, set_start, set_end)
             if tag != 0x30 or atv_end != set_end:  # not exactly one attribute in this RDN
                 return None
-            tag, oid_start, oid_end = _tlv_at(der, atv_start, atv_end)
-            vtag, value_start, value_end = _tlv_at(der, oid_end, atv_end)
+            tag, oid_start, oid_end = read_tlv(der, atv_start, atv_end)
+            vtag, value_start, value_end = read_tlv(der, oid_end, atv_end)
             if tag != 0x06 or value_end != atv_end:
                 return None
             raw = der[value_start:value_end]
@@ -227,8 +213,8 @@ def _plain_subject(csr) -> Optional[Subject]:
     version, subject, ..."""
     try:
         info = csr.tbs_certrequest_bytes
-        _tag, pos, end = _tlv_at(info, 0, len(info))
-        _tag, _s, pos = _tlv_at(info, pos, end)  # version
+        _tag, pos, end = read_tlv(info, 0, len(info))
+        _tag, _s, pos = read_tlv(info, pos, end)  # version
     except (ValueError, IndexError):
         return None
     return _plain_name(info, pos, end)
@@ -239,13 +225,13 @@ def _plain_certificate_subject(cert) -> Optional[Subject]:
     [0] version, serial, signature, issuer, validity, subject, ..."""
     try:
         tbs = cert.tbs_certificate_bytes
-        _tag, pos, end = _tlv_at(tbs, 0, len(tbs))
-        tag, _s, after = _tlv_at(tbs, pos, end)
+        _tag, pos, end = read_tlv(tbs, 0, len(tbs))
+        tag, _s, after = read_tlv(tbs, pos, end)
         if tag != 0xA0:
             return None
         pos = after
         for _skip in range(4):  # serial, signature, issuer, validity
-            _tag, _s, pos = _tlv_at(tbs, pos, end)
+            _tag, _s, pos = read_tlv(tbs, pos, end)
     except (ValueError, IndexError):
         return None
     return _plain_name(tbs, pos, end)

@@ -51,15 +51,22 @@ def tlv(tag: int, content: bytes) -> bytes:
     return bytes((tag,)) + _length(len(content)) + content
 
 
-def read_tlv(data: bytes, pos: int = 0) -> Tuple[int, int, int]:
-    """(tag, start of content, end of content) of the element at ``pos``."""
-    tag = data[pos]
-    first = data[pos + 1]
+def read_tlv(data: bytes, pos: int = 0, end: Optional[int] = None) -> Tuple[int, int, int]:
+    """(tag, start of content, end of content) of the element at ``pos``.
+
+    ValueError (or IndexError) if it runs past ``end`` (default: the end of ``data``) or its
+    length takes more than 3 bytes: callers also read DER that came from outside (CSRs, other
+    signers' certificates) and fall back to cryptography on either error."""
+    tag, first = data[pos], data[pos + 1]
     if first < 0x80:
-        return tag, pos + 2, pos + 2 + first
-    size = first & 0x7F
-    length = int.from_bytes(data[pos + 2 : pos + 2 + size], "big")
-    start = pos + 2 + size
+        start, length = pos + 2, first
+    else:
+        size = first & 0x7F
+        if not 1 <= size <= 3:
+            raise ValueError("length")
+        start, length = pos + 2 + size, int.from_bytes(data[pos + 2 : pos + 2 + size], "big")
+    if start + length > (len(data) if end is None else end):
+        raise ValueError("overrun")
     return tag, start, start + length
 
 

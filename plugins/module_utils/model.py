@@ -133,9 +133,9 @@ class SignRequest:
     def spki(self) -> bytes:
         """The public key as SubjectPublicKeyInfo DER (encoded once: hash, signer and check share it)."""
         if self.public_key_der is None:
-            from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+            from .csr import public_key_der  # csr imports this module
 
-            self.public_key_der = self.key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+            self.public_key_der = public_key_der(self.key())
         return self.public_key_der
 
     def pem(self) -> str:
