@@ -17,6 +17,7 @@ import time
 from typing import IO, Optional
 
 from .model import isoformat, utcnow
+from .process import PID  # the pid without a system call per line (refreshed after fork)
 from .tokens import redact
 
 #: seconds an open audit file is written before it is opened again by name (see AuditLog._fd)
@@ -68,19 +69,19 @@ class AuditLog:
         current = self._file
         if current is not None:
             fd, pid, opened = current
-            if pid == os.getpid() and now - opened < REOPEN_AFTER:
+            if pid == PID[0] and now - opened < REOPEN_AFTER:
                 return fd
             self._file = None
-            if pid == os.getpid():
+            if pid == PID[0]:
                 os.close(fd)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        self._file = (fd, os.getpid(), now)
+        self._file = (fd, PID[0], now)
         return fd
 
     def close(self) -> None:
         with self._lock:
             current, self._file = self._file, None
-            if current is not None and current[1] == os.getpid():
+            if current is not None and current[1] == PID[0]:
                 os.close(current[0])
 
 

@@ -35,6 +35,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 from .errors import FrontdoorError, StoreUnavailable
 from .model import UTC, CertificateRecord, Page, Subject, TokenRecord
+from .process import PID as _PID  # the pid without a system call per use (refreshed after fork)
 from .store import LockTimeout, TokenStore
 
 _SCHEMA = """
@@ -120,11 +121,6 @@ _STRIPES_BY_FILE = {}  # (pid, real path of the database) -> its stripe locks, s
 _AUTOCHECKPOINT_PAGES = 16000  # SQLite's in-COMMIT checkpoint: a backstop only
 CHECKPOINT_INTERVAL = 0.25  # seconds between background PASSIVE checkpoints in a writing process
 
-# os.getpid() is a system call (glibc keeps no cache), made several times per redemption to
-# notice a fork; the pid is kept here and refreshed in a forked child instead.
-_PID = [os.getpid()]
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
 
 
 def _key_stripes(path: str) -> tuple:
