@@ -122,7 +122,6 @@ _AUTOCHECKPOINT_PAGES = 16000  # SQLite's in-COMMIT checkpoint: a backstop only
 CHECKPOINT_INTERVAL = 0.25  # seconds between background PASSIVE checkpoints in a writing process
 
 
-
 def _key_stripes(path: str) -> tuple:
     """One set of stripe locks per database file and process: POSIX record locks do not exclude
     each other within a process, so two stores on the same file in one process (an admin service
