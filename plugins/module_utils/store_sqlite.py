@@ -260,7 +260,10 @@ class SQLiteStore(TokenStore):
         if conn is None or getattr(self._local, "pid", None) != _PID[0]:
             try:
                 conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
+                # Processes starting together on a fresh state dir all switch it to WAL; the switch
+                # needs an exclusive lock and SQLite may refuse it at once ("database is locked")
+                # instead of waiting, so it is retried like any locked write (bounded).
+                self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
                 conn.execute("PRAGMA synchronous=%s" % self.synchronous)
                 # Checkpoints run in a background thread (_checkpoint_loop). SQLite's own, which
                 # copies the WAL into the database inside the COMMIT that crosses the limit while
