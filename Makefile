@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all venv demo test lint unit sanity test-step-ca step-ca bench build clean help
+.PHONY: all venv lock demo test lint unit sanity test-step-ca step-ca bench build clean help
 
 all: test
 
@@ -18,15 +18,29 @@ help:
 	@echo "make bench      benchmarks: redemptions/s vs OpenBao pki/sign, latency vs stored tokens (not part of test)"
 	@echo "make step-ca    build the step-ca binary into .venv/bin from Debian's packages"
 	@echo "make sanity     ansible-test sanity on the collection"
+	@echo "make lock       refresh requirements.txt / requirements-test.txt (pip-compile) from the .in files"
 	@echo "make build      ansible-galaxy collection build"
 
+# Installs come only from the locks (exact versions made by pip-tools): requirements.txt (runtime) and
+# requirements-test.txt (runtime + tests + tools, pip and setuptools included). The project itself is installed
+# without build isolation, so its build backend is the locked setuptools too: nothing unpinned is fetched.
+PIP := $(PY) -m pip --disable-pip-version-check
 $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-test.txt -e .
+	$(PIP) install --quiet -r requirements-test.txt
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 venv: $(STAMP)
+
+# Refresh the locks from requirements.in / requirements-test.in (the supported ranges) to the newest releases
+# that resolve on this Python, then reinstall. Commit the two .txt files after `make test` passes on them.
+PIP_COMPILE := $(VENV)/bin/pip-compile --quiet --allow-unsafe --strip-extras --no-emit-index-url --upgrade
+lock: venv
+	$(PIP_COMPILE) -o requirements.txt requirements.in
+	$(PIP_COMPILE) -o requirements-test.txt requirements-test.in
+	$(PIP) install --quiet -r requirements-test.txt
+	touch $(STAMP)
 
 demo: venv
 	$(PY) -m frontdoor_gateway.demo

@@ -116,7 +116,7 @@ def redeem_requests(gateway: Gateway, secrets: List[str], csrs: List[str]) -> Li
 def setup_raw_role(bao: OpenBao) -> str:
     """The role the raw rows sign with: the settings the gateway's Vault signer gives its own roles
     (``signer_vault.role_parameters``), and a token whose policy allows exactly signing with it."""
-    from frontdoor_pki.signer_vault import role_parameters
+    from frontdoor_pki.signers.vault_pki import role_parameters
 
     bao.api("POST", "pki/roles/%s" % RAW_ROLE, role_parameters(ORG, OU, 365 * 86400, False))
     return token_for(bao, "bench-raw-sign", 'path "pki/sign/%s" {\n  capabilities = ["update"]\n}\n' % RAW_ROLE)
@@ -201,7 +201,7 @@ def vault_gateway_config(bao: OpenBao, prefix: str, backend: str = "vault") -> d
 def limited_token(bao: OpenBao, config: dict, state_dir: str) -> str:
     """A token with exactly the policy `frontdoor-gateway vault-policy` renders (never the root token)."""
     from frontdoor_pki.config import load_config
-    from frontdoor_pki.vault_policy import render_policy
+    from frontdoor_pki.vault.policy import render_policy
 
     policy = render_policy(load_config(None, state_dir, env={}, data=config))
     return token_for(bao, "frontdoor-bench-%s" % config["vault"]["kvPrefix"], policy)

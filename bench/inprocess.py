@@ -17,7 +17,7 @@ from typing import Dict, List, Sequence
 from frontdoor_pki import csr as csrmod
 from frontdoor_pki.model import SignRequest, Subject, utcnow
 from frontdoor_pki.service import FrontdoorService
-from frontdoor_pki.signer_local import LocalCASigner
+from frontdoor_pki.signers.local import LocalCASigner
 
 
 def _rate(count: int, wall: float, cpu: float) -> Dict[str, float]:

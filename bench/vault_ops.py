@@ -48,7 +48,7 @@ RECORD = {
 
 def _policy() -> str:
     from frontdoor_pki.config import load_config
-    from frontdoor_pki.vault_policy import render_policy
+    from frontdoor_pki.vault.policy import render_policy
 
     data = {"backend": "vault", "vault": {"url": "http://127.0.0.1:1", "token": "x", "kvPrefix": PREFIX},
             "frontdoors": [{"id": "default", "signer": "vault"}]}
@@ -81,7 +81,7 @@ def measure(rounds: int = 3, seconds: float = 3.0, clients: int = 8, work: Optio
     bao = start_openbao(os.path.join(work, "openbao"))
     try:
         setup_pki(bao)
-        from frontdoor_pki.signer_vault import role_parameters
+        from frontdoor_pki.signers.vault_pki import role_parameters
 
         bao.api("POST", "pki/roles/%s" % ROLE, role_parameters("Bench Org", "Bench Unit", 365 * 86400, False))
         token = token_for(bao, "bench-ops", _policy(), token_type)

@@ -373,14 +373,14 @@ def cmd_check_config(args) -> int:
 
 
 def cmd_vault_policy(args) -> int:
-    from frontdoor_pki.vault_policy import render_policy
+    from frontdoor_pki.vault.policy import render_policy
 
     print(render_policy(_config(args)))
     return 0
 
 
 def cmd_step_ca_template(args) -> int:
-    from frontdoor_pki.signer_stepca import x509_template
+    from frontdoor_pki.signers.stepca import x509_template
 
     print(json.dumps(x509_template(), indent=2))
     return 0

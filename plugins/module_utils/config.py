@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Mapping, Optional
 from .audit import AuditLog
 from .errors import FrontdoorError
 from .service import FrontdoorService, FrontdoorSettings
-from .signer_local import FRONTDOOR_ID_RE, LocalCASigner
+from .signers.local import FRONTDOOR_ID_RE, LocalCASigner
 from .tokens import parse_duration
 
 DEFAULT_STATE_DIR = "~/.frontdoor"
@@ -234,10 +234,10 @@ def load_config(
 
 def build_store(config: Config):
     if config.backend == "vault":
-        from .store_vault import build_vault_store
+        from .stores.vault_kv import build_vault_store
 
         return build_vault_store(config)
-    from .store_sqlite import SQLiteStore
+    from .stores.sqlite import SQLiteStore
 
     return SQLiteStore(os.path.join(config.state_dir, "frontdoor.db"), synchronous=config.sqlite_synchronous)
 
@@ -246,11 +246,11 @@ def build_signer(config: Config, frontdoor_id: str):
     options = config.signers.get(frontdoor_id, {"type": "local"})
     kind = options.get("type", "local")
     if kind == "vault":
-        from .signer_vault import build_vault_signer
+        from .signers.vault_pki import build_vault_signer
 
         return build_vault_signer(config, frontdoor_id, options)
     if kind == "step-ca":
-        from .signer_stepca import build_stepca_signer
+        from .signers.stepca import build_stepca_signer
 
         return build_stepca_signer(config, frontdoor_id, options)
     return LocalCASigner(config.state_dir, frontdoor_id)

@@ -51,8 +51,8 @@ from .model import (
     isoformat,
     utcnow,
 )
-from .signer import Signer
-from .store import CERTIFICATE_SORT_FIELDS, TOKEN_SORT_FIELDS, LockTimeout, TokenStore
+from .signers.base import Signer
+from .stores.base import CERTIFICATE_SORT_FIELDS, TOKEN_SORT_FIELDS, LockTimeout, TokenStore
 from .tokens import (
     CERT_ID_RE,
     TOKEN_ID_RE,

@@ -25,9 +25,9 @@ import time
 import pytest
 from frontdoor_pki.config import build_service, load_config
 from frontdoor_pki.errors import FrontdoorError, SignerUnavailable
-from frontdoor_pki.signer_local import LocalCASigner
-from frontdoor_pki.store import LockTimeout
-from frontdoor_pki.store_sqlite import SQLiteStore
+from frontdoor_pki.signers.local import LocalCASigner
+from frontdoor_pki.stores.base import LockTimeout
+from frontdoor_pki.stores.sqlite import SQLiteStore
 from frontdoor_pki.tokens import hash_secret
 from support.crypto import make_csr, make_key
 from support.helpers import csr, error_of, redeem_through_a_store_fault
@@ -108,7 +108,7 @@ def test_exclusive_is_released_when_an_exception_leaves_the_block(tmp_path):
 HOLDER = r"""
 import sys, time
 sys.path.insert(0, sys.argv[1])
-from frontdoor_pki.store_sqlite import SQLiteStore
+from frontdoor_pki.stores.sqlite import SQLiteStore
 store = SQLiteStore(sys.argv[2])
 with store.exclusive(sys.argv[3]):
     open(sys.argv[4], "w").write("held")
@@ -407,7 +407,7 @@ def test_a_lock_the_kernel_refuses_is_store_unavailable_and_burns_nothing(servic
     traceback, and the token is as it was."""
     import errno
 
-    import frontdoor_pki.store_sqlite as store_module
+    import frontdoor_pki.stores.sqlite as store_module
 
     record, secret = service.create_token("default", name="no-locks", common_name="no-locks")
     real_lockf = store_module.fcntl.lockf
@@ -429,7 +429,7 @@ def test_a_lock_the_kernel_refuses_is_store_unavailable_and_burns_nothing(servic
 def test_without_a_lock_file_the_redemption_claims_instead(state, monkeypatch):
     """If ``<db>-keys.lock`` cannot be opened (here: refused), other processes could not be kept
     out by it, so the store offers no lock and the service writes a claim as for a remote CA."""
-    import frontdoor_pki.store_sqlite as store_module
+    import frontdoor_pki.stores.sqlite as store_module
 
     real_open = store_module.os.open
 

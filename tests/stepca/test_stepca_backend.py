@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 from frontdoor_pki.errors import FrontdoorError
 from frontdoor_pki.model import utcnow
-from frontdoor_pki.signer_stepca import jws_verify
+from frontdoor_pki.signers.stepca import jws_verify
 from support.crypto import load_cert, make_csr, make_key, shared_key, subject_values
 from support.stepca import PLAIN_PROVISIONER, StepCA
 

@@ -14,7 +14,7 @@ import sys
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from frontdoor_pki.signer_stepca import x509_template
+from frontdoor_pki.signers.stepca import x509_template
 from support.crypto import make_csr, make_key, public_key_der
 from support.gateway import run_gateway
 from support.stepca import StepCA

@@ -46,7 +46,7 @@ import pytest
 from frontdoor_pki.config import Config, load_config
 from frontdoor_pki.errors import StoreUnavailable
 from frontdoor_pki.model import IssuedCertificate, SignRequest
-from frontdoor_pki.signer import Signer
+from frontdoor_pki.signers.base import Signer
 
 CAPABILITIES = frozenset({"revoke", "crl"})
 

@@ -218,7 +218,7 @@ class OpenBao:
         """Config file data for a gateway on this server, with a token holding exactly the policy
         ``render_policy`` prints for that configuration."""
         from frontdoor_pki.config import load_config
-        from frontdoor_pki.vault_policy import render_policy
+        from frontdoor_pki.vault.policy import render_policy
 
         data: Dict[str, Any] = {
             "backend": "vault",

@@ -29,7 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from frontdoor_pki.signer_stepca import generate_provisioner_key, x509_template
+from frontdoor_pki.signers.stepca import generate_provisioner_key, x509_template
 
 from support.gateway import free_port
 

@@ -11,8 +11,8 @@ import stat
 
 import pytest
 from frontdoor_pki.config import ConfigError, build_service, load_config, resolve_state_dir
-from frontdoor_pki.signer_local import LocalCASigner
-from frontdoor_pki.store_sqlite import SQLiteStore
+from frontdoor_pki.signers.local import LocalCASigner
+from frontdoor_pki.stores.sqlite import SQLiteStore
 
 
 def test_defaults(tmp_path):

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from frontdoor_pki import der_template
 from frontdoor_pki.model import SignRequest, Subject, utcnow
-from frontdoor_pki.signer_local import LocalCASigner
+from frontdoor_pki.signers.local import LocalCASigner
 
 UTC = _dt.timezone.utc
 

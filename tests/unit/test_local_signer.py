@@ -1,4 +1,4 @@
-"""Unit tests of the embedded local CA (frontdoor_pki.signer_local)."""
+"""Unit tests of the embedded local CA (frontdoor_pki.signers.local)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from frontdoor_pki.csr import load_csr
 from frontdoor_pki.model import SignRequest, Subject, utcnow
-from frontdoor_pki.signer_local import LocalCASigner, ensure_local_ca
+from frontdoor_pki.signers.local import LocalCASigner, ensure_local_ca
 from support.crypto import load_cert, make_csr, public_key_der, shared_key
 
 

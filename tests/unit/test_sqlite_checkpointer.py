@@ -6,8 +6,8 @@ import os
 import threading
 import time
 
-import frontdoor_pki.store_sqlite as store_sqlite
-from frontdoor_pki.store_sqlite import SQLiteStore
+import frontdoor_pki.stores.sqlite as store_sqlite
+from frontdoor_pki.stores.sqlite import SQLiteStore
 from test_sqlite_store import token
 
 

@@ -7,7 +7,7 @@ import dataclasses
 import sqlite3
 
 from frontdoor_pki.model import CertificateRecord, utcnow
-from frontdoor_pki.store_sqlite import SQLiteStore
+from frontdoor_pki.stores.sqlite import SQLiteStore
 from frontdoor_pki.tokens import new_certificate_id
 from test_sqlite_store import certificate, redeemed, token
 

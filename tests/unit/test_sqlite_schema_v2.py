@@ -12,7 +12,7 @@ import sqlite3
 
 import pytest
 from frontdoor_pki.errors import StoreUnavailable
-from frontdoor_pki.store_sqlite import SQLiteStore
+from frontdoor_pki.stores.sqlite import SQLiteStore
 from test_sqlite_store import NOW, certificate, redeemed, token
 
 CHAIN = ["-----BEGIN CERTIFICATE-----\nintermediate\n", "-----BEGIN CERTIFICATE-----\nroot\n"]

@@ -13,7 +13,7 @@ import time
 import pytest
 from frontdoor_pki.errors import FrontdoorError, StoreUnavailable
 from frontdoor_pki.model import STATE_REDEEMED, CertificateRecord, Subject, TokenRecord, utcnow
-from frontdoor_pki.store_sqlite import SQLiteStore
+from frontdoor_pki.stores.sqlite import SQLiteStore
 from frontdoor_pki.tokens import hash_secret, new_certificate_id, new_secret, new_token_id
 
 NOW = utcnow().replace(microsecond=0)

@@ -21,14 +21,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from frontdoor_pki.errors import FrontdoorError, SignerUnavailable
 from frontdoor_pki.model import SignRequest, Subject, utcnow
 from frontdoor_pki.service import FrontdoorService, FrontdoorSettings
-from frontdoor_pki.signer_stepca import (
+from frontdoor_pki.signers.stepca import (
     StepCASigner,
     jwk_from_private_key,
     jws_verify,
     public_jwk,
     x509_template,
 )
-from frontdoor_pki.store_sqlite import SQLiteStore
+from frontdoor_pki.stores.sqlite import SQLiteStore
 from support.crypto import make_csr, shared_key
 
 URL = "https://stepca.test:9443"

@@ -13,7 +13,7 @@ import os
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from frontdoor_pki.config import ConfigError
-from frontdoor_pki.signer_stepca import (
+from frontdoor_pki.signers.stepca import (
     JWEError,
     StepCAConfigError,
     b64u_decode,

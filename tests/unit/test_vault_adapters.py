@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from frontdoor_pki.errors import FrontdoorError, SignerUnavailable, StoreUnavailable
 from frontdoor_pki.model import CertificateRecord, SignRequest, Subject, TokenRecord, utcnow
-from frontdoor_pki.signer_vault import VaultPKISigner, role_name, vault_serial
-from frontdoor_pki.store_vault import VaultKVStore
-from frontdoor_pki.vault_client import VaultClient, VaultSettings
+from frontdoor_pki.signers.vault_pki import VaultPKISigner, role_name, vault_serial
+from frontdoor_pki.stores.vault_kv import VaultKVStore
+from frontdoor_pki.vault.client import VaultClient, VaultSettings
 from support.crypto import make_csr, shared_key
 
 URL = "http://vault.test:8200"
@@ -180,7 +180,7 @@ def test_delete_is_a_metadata_delete():
     record = _token()
     responses.add(responses.GET, URL + "/v1/secret/data/fd/i/default/%s" % record.id,
                   json={"data": {"data": {"hash": record.secret_hash}, "metadata": {"version": 1}}})
-    from frontdoor_pki.store_vault import token_to_dict
+    from frontdoor_pki.stores.vault_kv import token_to_dict
 
     responses.add(responses.GET, URL + "/v1/secret/data/fd/t/%s" % record.secret_hash,
                   json={"data": {"data": dict(token_to_dict(record), base=0), "metadata": {"version": 1}}})
@@ -365,7 +365,7 @@ def test_certificate_copy_that_failed_after_commit_is_written_later():
 @responses.activate
 def test_record_write_with_lost_answer_is_checked_by_reading(landed):
     """The record CAS reached Vault but its answer was lost: success only if the record is ours."""
-    from frontdoor_pki.store_vault import cert_to_dict, token_to_dict
+    from frontdoor_pki.stores.vault_kv import cert_to_dict, token_to_dict
 
     record = _token()
     t_path = URL + "/v1/secret/data/fd/t/" + record.secret_hash

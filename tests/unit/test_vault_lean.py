@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from frontdoor_pki.errors import StoreUnavailable
 from frontdoor_pki.model import Subject, TokenRecord, utcnow
-from frontdoor_pki.store_vault import VaultKVStore, token_to_dict
-from frontdoor_pki.vault_client import VaultClient, VaultSettings
+from frontdoor_pki.stores.vault_kv import VaultKVStore, token_to_dict
+from frontdoor_pki.vault.client import VaultClient, VaultSettings
 
 TOKEN = "hvs.LEAN-UNIT-TOKEN-never-shown"
 CAS_ERROR = {"errors": ["check-and-set parameter did not match the current version"]}

@@ -7,7 +7,7 @@ import time
 
 import pytest
 from frontdoor_pki.errors import FrontdoorError
-from frontdoor_pki.signer_vault import role_parameters
+from frontdoor_pki.signers.vault_pki import role_parameters
 from frontdoor_pki.tokens import hash_secret
 from support.backends import wrap_signer
 from support.crypto import make_csr, shared_key

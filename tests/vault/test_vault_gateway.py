@@ -9,7 +9,7 @@ import time
 
 import pytest
 from frontdoor_pki.config import load_config
-from frontdoor_pki.vault_policy import render_policy
+from frontdoor_pki.vault.policy import render_policy
 from support.crypto import load_cert, make_csr, shared_key
 from support.gateway import GATEWAY_BIN, run_gateway
 from support.openbao import ROOT_CA_CN

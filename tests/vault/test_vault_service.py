@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from frontdoor_pki.errors import FrontdoorError
-from frontdoor_pki.signer_vault import role_name
+from frontdoor_pki.signers.vault_pki import role_name
 from support.crypto import load_cert, make_csr, shared_key
 from support.openbao import ROOT_CA_CN
 
@@ -170,7 +170,7 @@ def test_refresh_moves_the_record_and_old_secret_dies(bao, make_vault_service):
 
 def test_interrupted_refresh_is_completed_by_a_reader(bao, make_vault_service):
     """A gateway that died after writing the tombstone: the next reader finishes the move."""
-    from frontdoor_pki.store_vault import token_to_dict
+    from frontdoor_pki.stores.vault_kv import token_to_dict
     from frontdoor_pki.tokens import hash_secret, new_secret
 
     service, data = make_vault_service(bao)
@@ -342,7 +342,7 @@ def test_printed_policy_grants_exactly_these_paths():
     import re
 
     from frontdoor_pki.config import load_config
-    from frontdoor_pki.vault_policy import render_policy
+    from frontdoor_pki.vault.policy import render_policy
 
     config = load_config(state_dir="/nonexistent", env={"FRONTDOOR_BACKEND": "vault"}, data={})
     grants = dict(re.findall(r'path "([^"]+)" \{\s*capabilities = \[([^\]]*)\]', render_policy(config)))

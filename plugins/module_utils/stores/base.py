@@ -15,7 +15,7 @@ import abc
 import datetime as _dt
 from typing import Iterable, List, Optional, Sequence, Tuple
 
-from .model import CertificateRecord, Page, TokenRecord
+from ..model import CertificateRecord, Page, TokenRecord
 
 # Sort keys a caller may ask for (API names -> record attribute names).
 TOKEN_SORT_FIELDS = {

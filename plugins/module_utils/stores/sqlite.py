@@ -33,10 +33,10 @@ import time
 import weakref
 from typing import Iterable, List, Optional, Sequence, Tuple
 
-from .errors import FrontdoorError, StoreUnavailable
-from .model import UTC, CertificateRecord, Page, Subject, TokenRecord
-from .process import PID as _PID  # the pid without a system call per use (refreshed after fork)
-from .store import LockTimeout, TokenStore
+from ..errors import FrontdoorError, StoreUnavailable
+from ..model import UTC, CertificateRecord, Page, Subject, TokenRecord
+from ..process import PID as _PID  # the pid without a system call per use (refreshed after fork)
+from .base import LockTimeout, TokenStore
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (

@@ -38,12 +38,12 @@ try:
 except ImportError:  # pragma: no cover
     x509 = rsa = None
 
-from .errors import FrontdoorError, SignerUnavailable
-from .issued import key_is, subject_is, tbs_fields
-from .model import CertificateRecord, IssuedCertificate, SignRequest, utcnow
-from .signer import Signer
-from .tokens import parse_duration
-from .vault_client import VaultClient, hvac_adapters, hvac_exc, shared_client  # hvac: imported when first needed
+from ..errors import FrontdoorError, SignerUnavailable
+from ..issued import key_is, subject_is, tbs_fields
+from ..model import CertificateRecord, IssuedCertificate, SignRequest, utcnow
+from ..tokens import parse_duration
+from ..vault.client import VaultClient, hvac_adapters, hvac_exc, shared_client  # hvac: imported when first needed
+from .base import Signer
 
 ROLE_PREFIX = "frontdoor-"
 EXPIRY_SLACK = _dt.timedelta(seconds=120)

@@ -62,9 +62,9 @@ except ImportError:  # pragma: no cover
     decode_dss_signature = encode_dss_signature = AESGCM = PBKDF2HMAC = None
     InvalidUnwrap = aes_key_unwrap = aes_key_wrap = None
 
-from .errors import FrontdoorError, SignerUnavailable
-from .model import IssuedCertificate, SignRequest, utcnow
-from .signer import Signer
+from ..errors import FrontdoorError, SignerUnavailable
+from ..model import IssuedCertificate, SignRequest, utcnow
+from .base import Signer
 
 #: the custom OTT claim the template reads the subject from
 CLAIM = "frontdoor"
@@ -953,7 +953,7 @@ def _options(config, options: Mapping[str, Any]) -> Dict[str, Any]:
 def build_stepca_signer(config, frontdoor_id: str, options: Mapping[str, Any]) -> StepCASigner:
     """The signer for one frontdoor: the frontdoor's ``signer`` mapping overrides ``stepCa``
     (and the STEP_* environment, which config.load_config folded into ``stepCa``)."""
-    from .config import ConfigError
+    from ..config import ConfigError
 
     where = "frontdoor %r (signer step-ca)" % frontdoor_id
     opts = _options(config, options)
@@ -977,7 +977,7 @@ def build_stepca_signer(config, frontdoor_id: str, options: Mapping[str, Any]) -
     max_duration = None
     try:
         if opts.get("maxCertificateDuration") is not None:
-            from .tokens import parse_duration
+            from ..tokens import parse_duration
 
             max_duration = parse_duration(opts["maxCertificateDuration"], "stepCa.maxCertificateDuration")
         timeout = float(opts.get("timeout", 30))

@@ -57,10 +57,10 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .errors import FrontdoorError, StoreUnavailable
-from .model import STATE_REDEEMED, UTC, CertificateRecord, Page, Subject, TokenRecord
-from .store import TokenStore
-from .vault_client import VaultClient, hvac_exc, is_cas_mismatch, shared_client  # hvac: imported when first needed
+from ..errors import FrontdoorError, StoreUnavailable
+from ..model import STATE_REDEEMED, UTC, CertificateRecord, Page, Subject, TokenRecord
+from ..vault.client import VaultClient, hvac_exc, is_cas_mismatch, shared_client  # hvac: imported when first needed
+from .base import TokenStore
 
 _WORKERS = 8
 _CACHE_MAX = 512  # tokens remembered per store: enough for the redemptions in flight (a few KB each)

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Tuple
 
-from .signer_vault import ROLE_PREFIX, signer_mount
-from .vault_client import DEFAULT_KV_MOUNT, DEFAULT_KV_PREFIX
+from ..signers.vault_pki import ROLE_PREFIX, signer_mount
+from .client import DEFAULT_KV_MOUNT, DEFAULT_KV_PREFIX
 
 
 def _block(path: str, capabilities: List[str], comment: str) -> str:

@@ -15,8 +15,8 @@ import abc
 import datetime as _dt
 from typing import Iterable, List, Optional, Tuple
 
-from .errors import FrontdoorError
-from .model import CertificateRecord, IssuedCertificate, SignRequest
+from ..errors import FrontdoorError
+from ..model import CertificateRecord, IssuedCertificate, SignRequest
 
 
 class Signer(abc.ABC):

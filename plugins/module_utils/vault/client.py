@@ -49,7 +49,7 @@ import urllib.parse
 import urllib.request
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
 
-from .errors import FrontdoorError, SignerUnavailable, StoreUnavailable
+from ..errors import FrontdoorError, SignerUnavailable, StoreUnavailable
 
 
 class _LazyModule:

@@ -29,10 +29,10 @@ try:
 except ImportError:  # pragma: no cover
     x509 = hashes = serialization = ec = rsa = ExtendedKeyUsageOID = NameOID = None
 
-from . import der_template
-from .errors import FrontdoorError, SignerUnavailable
-from .model import IssuedCertificate, SignRequest, utcnow
-from .signer import Signer
+from .. import der_template
+from ..errors import FrontdoorError, SignerUnavailable
+from ..model import IssuedCertificate, SignRequest, utcnow
+from .base import Signer
 
 FRONTDOOR_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ROOT_LIFETIME = _dt.timedelta(days=3650)
