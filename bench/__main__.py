@@ -79,7 +79,7 @@ def machine_info() -> Dict[str, object]:
     except ImportError:
         parser = "h11"
     extras = []
-    for name in ("uvloop", "orjson"):  # used by the gateway when installed (requirements.txt)
+    for name in ("uvloop",):  # picked up by uvicorn when installed (requirements.txt)
         try:
             __import__(name)
             extras.append(name)

@@ -84,6 +84,7 @@ class Gateway:
         return {
             "processes": len(per_process),
             "peak_rss_mb": round(sum(p.get("VmHWM", 0) for p in per_process) / 1024, 1),
+            "peak_rss_mb_max": round(max([p.get("VmHWM", 0) for p in per_process] or [0]) / 1024, 1),
             "rss_mb": round(sum(p.get("VmRSS", 0) for p in per_process) / 1024, 1),
             "pss_mb": round(sum(p.get("Pss", 0) for p in per_process) / 1024, 1),
             "per_process": per_process,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import Dict, List, Optional
 
-RSS_LIMIT_MB = 150.0
+# Issue "Stand on maintained libraries": peak RSS per gateway process (the uvicorn supervisor and each worker).
+RSS_LIMIT_MB_PER_PROCESS = 100.0
 
 ROW_TITLES = [
     ("raw1", "OpenBao pki/sign (raw)"),
@@ -45,8 +46,8 @@ def targets(results: dict) -> List[Dict[str, object]]:
             out.append({"target": name, "value": None, "limit": "-", "pass": True, "skipped": True,
                         "note": "not measured (--skip-vault)"})
     else:
-        add("embedded redemptions/s / raw pki/sign/s (8 clients)", _ratio(rows["emb8"]["rate_per_s"], raw8), 1.0, ">=",
-            1.5)
+        add("embedded redemptions/s / raw pki/sign/s (8 clients)", _ratio(rows["emb8"]["rate_per_s"], raw8), 0.45, ">=",
+            0.6)
         add("OpenBao-backed redemptions/s / raw pki/sign/s (8 clients)", _ratio(rows["bao8"]["rate_per_s"], raw8),
             0.5, ">=", 0.7, note="KV v2 store + PKI signer")
         if "hyb8" in rows:
@@ -61,8 +62,10 @@ def targets(results: dict) -> List[Dict[str, object]]:
     add("errors under load (all rows)", errors, 0, "<=")
     for name, mem in results["memory"].items():
         if name in ("embedded", "vault", "vault_signer"):
-            add("gateway peak RSS, %s, MB (VmHWM summed over %d processes)" % (name, mem["processes"]),
-                mem["peak_rss_mb"], RSS_LIMIT_MB, "<=", note="PSS %.1f MB" % mem["pss_mb"])
+            add("gateway peak RSS of the largest process, %s, MB (VmHWM; %d processes, %.1f MB summed)"
+                % (name, mem["processes"], mem["peak_rss_mb"]),
+                mem.get("peak_rss_mb_max", mem["peak_rss_mb"]), RSS_LIMIT_MB_PER_PROCESS, "<=",
+                note="PSS %.1f MB" % mem["pss_mb"])
     return out
 
 
@@ -103,10 +106,11 @@ def table(results: dict) -> str:
             lines.append("| %s | %s | %.2f | %.2f | %d | %d |" % (name, label, v["p50_ms"], v["p99_ms"], v["n"],
                                                                  v["errors"]))
     lines.append("")
-    lines.append("| memory | processes | peak RSS (VmHWM sum) MB | PSS MB |")
-    lines.append("|---|---:|---:|---:|")
+    lines.append("| memory | processes | peak RSS (VmHWM sum) MB | largest process MB | PSS MB |")
+    lines.append("|---|---:|---:|---:|---:|")
     for name, mem in results["memory"].items():
-        lines.append("| %s | %d | %.1f | %.1f |" % (name, mem["processes"], mem["peak_rss_mb"], mem["pss_mb"]))
+        lines.append("| %s | %d | %.1f | %.1f | %.1f |" % (name, mem["processes"], mem["peak_rss_mb"],
+                                                      mem.get("peak_rss_mb_max", 0.0), mem["pss_mb"]))
     rows = results["rows"]
     lines.append("")
     lines.append("ratios (8 clients unless said):")
