@@ -13,6 +13,7 @@ import os
 import sys
 
 import pytest
+from ansible.module_utils.testing import patch_module_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -29,17 +30,19 @@ def collection_path(tmp_path_factory):
 
 
 @pytest.fixture
-def run_module(collection_path, monkeypatch, capsys):
-    """run_module('client_certificate', {...}, check_mode=False, diff=False) -> the module's JSON result."""
-    from ansible.module_utils import basic
+def run_module(collection_path, capsys):
+    """run_module('client_certificate', {...}, check_mode=False, diff=False) -> the module's JSON result.
+
+    The arguments reach AnsibleModule through ansible-core's public test helper (ansible-core >= 2.19), which
+    encodes them with the same serialization profile the controller uses.
+    """
 
     def runner(name: str, args: dict, check_mode: bool = False, diff: bool = False) -> dict:
         module = importlib.import_module("ansible_collections.frontdoor.pki.plugins.modules.%s" % name)
         payload = dict(args)
         payload.update(_ansible_check_mode=check_mode, _ansible_diff=diff, _ansible_remote_tmp="/tmp",
                        _ansible_keep_remote_files=False)
-        monkeypatch.setattr(basic, "_ANSIBLE_ARGS", json.dumps({"ANSIBLE_MODULE_ARGS": payload}).encode())
-        with pytest.raises(SystemExit):
+        with patch_module_args(payload), pytest.raises(SystemExit):
             module.main()
         out = capsys.readouterr().out
         return json.loads(out)
