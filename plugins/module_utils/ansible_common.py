@@ -116,14 +116,6 @@ def fail_from_error(module, exc: FrontdoorError, context: Optional[str] = None, 
     module.fail_json(msg=message, error_code=exc.code, **result)
 
 
-def _normalise(value: Optional[str]) -> Optional[str]:
-    """A blank subject field means 'not locked', the same as leaving it out."""
-    if value is None:
-        return None
-    value = str(value)
-    return value if value.strip() else None
-
-
 class Backend(abc.ABC):
     """The operations the modules need, with snake_case dicts as results (never a secret, except
     ``token`` in what :meth:`create_token` returns)."""

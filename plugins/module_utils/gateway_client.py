@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any, Dict, List, Optional, Sequence, Union
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 # Guarded: Ansible's import sanity test runs without third-party packages; modules report
 # a missing requests with missing_required_lib (HAS_REQUESTS).
@@ -97,7 +97,7 @@ def _error_from_response(response) -> FrontdoorError:
     if not isinstance(message, str) or not message:
         message = "The gateway answered HTTP %d to %s %s without an error message." % (
             status, response.request.method if response.request is not None else "the request",
-            redact(_path_of(response.url)),
+            redact(urlsplit(response.url).path or "/"),
         )
     retry_after = None
     header = response.headers.get("Retry-After")
@@ -105,11 +105,6 @@ def _error_from_response(response) -> FrontdoorError:
         retry_after = int(header)
     details.setdefault("httpStatus", status)
     return FrontdoorError(code, redact(message), details=details, retry_after=retry_after)
-
-
-def _path_of(url: str) -> str:
-    rest = url.split("://", 1)[-1]
-    return "/" + rest.split("/", 1)[1] if "/" in rest else "/"
 
 
 class GatewayClient:

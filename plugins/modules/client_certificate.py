@@ -261,6 +261,7 @@ from ansible_collections.frontdoor.pki.plugins.module_utils.ansible_common impor
     frontdoor_argument_spec,
 )
 from ansible_collections.frontdoor.pki.plugins.module_utils.errors import FrontdoorError
+from ansible_collections.frontdoor.pki.plugins.module_utils.model import isoformat
 
 try:
     from cryptography import x509
@@ -275,10 +276,6 @@ except ImportError:
     CRYPTOGRAPHY_IMPORT_ERROR = traceback.format_exc()
 
 UTC = datetime.timezone.utc
-
-
-def isoformat(value):
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
 
 
 def public_key_der(public_key):
@@ -402,10 +399,13 @@ def file_differs(path, content):
         return True
 
 
-def split_pems(text):
-    """The PEM blocks of a bundle, each ending with a newline."""
-    end = "-----END CERTIFICATE-----"
-    return [part.strip() + "\n" for part in (p + end for p in text.split(end)[:-1])]
+def read_chain(path):
+    """The certificates of a chain file as PEMs, read by cryptography; none if the file holds garbage."""
+    try:
+        certificates = x509.load_pem_x509_certificates(read_file(path))
+    except ValueError:
+        return []
+    return [to_native(cert.public_bytes(serialization.Encoding.PEM)) for cert in certificates]
 
 
 def chain_text(chain):
@@ -520,7 +520,7 @@ def main():
         result["certificate"] = existing_pem
         result["ca_chain"] = []
         if chain_path and os.path.exists(chain_path):
-            result["ca_chain"] = split_pems(to_native(read_file(chain_path)))
+            result["ca_chain"] = read_chain(chain_path)
         elif chain_path:
             # the certificate is good but its chain file is missing: fetch the chain (no token needed)
             if not module.check_mode:

@@ -180,6 +180,7 @@ def test_redeem_generates_key_writes_cert_and_rerun_keeps_the_token(run_module, 
     again = run_module("client_certificate", cert_args(state, tmp_path, fresh))
     assert again["changed"] is False and again["redeemed"] is False
     assert again["serial_number"] == result["serial_number"]
+    assert again["ca_chain"] == result["ca_chain"], "the chain read back from chain_path"
     assert [t["status"] for t in info(run_module, state, name="web-1-renewal")] == ["active"]
 
 
