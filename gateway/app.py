@@ -3,6 +3,8 @@
 Routes parse and shape; the engine decides. Every failure leaves as
 ``{"error": {"code", "message"}}`` with the status from ``frontdoor_pki.errors``;
 request validation never echoes input back (the redemption URL holds a secret).
+Routes are plain ``def`` on purpose: the engine blocks (SQLite, signing, Vault HTTP),
+so Starlette runs each call in its thread pool and the event loop keeps serving.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from frontdoor_pki.service import FrontdoorService
 from frontdoor_pki.tokens import redact
 from frontdoor_pki.views import certificate_view, page_view, token_view
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
@@ -29,6 +32,7 @@ from .auth import Authenticator, load_admin_token
 
 log = logging.getLogger("frontdoor.gateway")
 MAX_BODY = 64 * 1024
+MAX_PAGE = 10**9  # page * size stays far inside SQLite's 64-bit OFFSET
 NO_STORE = {"Cache-Control": "no-store"}
 
 Duration = Union[StrictInt, StrictStr]
@@ -102,60 +106,41 @@ def _validation_message(exc: RequestValidationError) -> str:
     return redact("Invalid request: " + "; ".join(parts) + ".")
 
 
-class BodyLimitMiddleware:
-    """413 for bodies over the limit, whether announced by Content-Length or streamed."""
-
-    def __init__(self, app, limit: int = MAX_BODY):
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = None
-        for key, value in scope.get("headers", ()):
-            if key == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    return await _send(send, _error("invalid_request", "Content-Length is not a number."))
-        if length is not None and length > self.limit:
-            return await _send(send, _too_large(self.limit))
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                return await _send(send, _too_large(self.limit))
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        return await self.app(scope, replay_body(b"".join(chunks), receive), send)
-
-
-def replay_body(body: bytes, receive):
-    """An ASGI receive that hands ``body`` over once, then defers to the real one (disconnects)."""
-    sent = False
-
-    async def replay():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
-
-
 def _too_large(limit: int) -> JSONResponse:
     return _error("payload_too_large", "The request body is larger than %d bytes (%d KiB)." % (limit, limit // 1024))
 
 
-async def _send(send, response: JSONResponse) -> None:
-    await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
-    await send({"type": "http.response.body", "body": response.body})
+class BodyLimitMiddleware:
+    """413 ``payload_too_large`` for a body over ``limit`` bytes, announced or streamed.
+
+    Why not FastAPI's ``max_body_size`` (Starlette's RequestBodyLimitMiddleware): when the
+    Content-Length is over the limit it replaces whatever response leaves with its own
+    plain-text 413, not the error body every client of this API parses. A body streamed past
+    the limit raises HTTPException(413) from ``receive``; FastAPI re-raises it from the body
+    read and the app's handler answers ``payload_too_large``.
+    """
+
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        announced = Headers(scope=scope).get("content-length", "")
+        if announced.isdigit() and int(announced) > self.limit:
+            return await _too_large(self.limit)(scope, receive, send)
+        received = 0
+
+        async def receive_within_limit():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise StarletteHTTPException(413)
+            return message
+
+        return await self.app(scope, receive_within_limit, send)
 
 
 class _Sweeper:
@@ -208,6 +193,7 @@ def create_app(
         docs_url="/docs",
         redoc_url=None,
     )
+    app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY)
     app.state.service = service
 
     @app.exception_handler(FrontdoorError)
@@ -276,7 +262,7 @@ def create_app(
     @app.get(base, tags=["tokens"])
     def list_tokens(
         frontdoorId: str,
-        page: int = Query(0, ge=0),
+        page: int = Query(0, ge=0, le=MAX_PAGE),
         size: int = Query(20, ge=1, le=1000),
         sort: Optional[str] = Query(None, description="field[,asc|desc]; fields: name, createdAt, expiresAt, ..."),
         status: Optional[str] = Query(None, description="active, expired or redeemed (comma-separated)"),
@@ -359,7 +345,7 @@ def create_app(
     @app.get(certs, tags=["certificates"])
     def list_certificates(
         frontdoorId: str,
-        page: int = Query(0, ge=0),
+        page: int = Query(0, ge=0, le=MAX_PAGE),
         size: int = Query(20, ge=1, le=1000),
         sort: Optional[str] = Query(None),
         tokenId: Optional[str] = Query(None),
@@ -403,23 +389,6 @@ def create_app(
     return app
 
 
-def wrap(app: FastAPI):
-    """The ASGI stack uvicorn serves: redemption's fast path first, then access log, body limit, FastAPI.
-
-    Redemption, the endpoint called at volume, skips the framework when well-formed and
-    enforces the same body limit itself (see fastpath.py). The access line is written by
-    ``fastpath.AccessLog`` (not uvicorn's logging-module logger) when the ``frontdoor.access``
-    logger has a handler, i.e. unless ``--no-access-log``.
-    """
-    from .fastpath import AccessLog, AccessLogMiddleware, RedeemFastPath
-
-    access = AccessLog.from_logging()
-    inner = BodyLimitMiddleware(app, MAX_BODY)
-    if access is not None:
-        inner = AccessLogMiddleware(inner, access)
-    return RedeemFastPath(inner, app.state.service, _error, access, MAX_BODY)
-
-
 def build_from_env(env=os.environ) -> tuple:
     """(config, service, authenticator) from FRONTDOOR_STATE_DIR / FRONTDOOR_CONFIG / FRONTDOOR_ADMIN_TOKEN."""
     config: Config = load_config(env.get("FRONTDOOR_CONFIG") or None, env.get("FRONTDOOR_STATE_DIR") or None, env)
@@ -437,4 +406,4 @@ def app_factory():
     interval = os.environ.get("FRONTDOOR_CLEANUP_INTERVAL")
     seconds = parse_duration(interval, "cleanup interval") if interval and interval not in ("0", "0s") else None
     older = os.environ.get("FRONTDOOR_CLEANUP_OLDER_THAN") or "0s"
-    return wrap(create_app(service, authenticator, cleanup_interval=seconds, cleanup_older_than=older))
+    return create_app(service, authenticator, cleanup_interval=seconds, cleanup_older_than=older)

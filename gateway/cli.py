@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1; single use holds across them)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes under uvicorn's supervisor, which replaces one that dies "
+                   "(default 1; single use holds across them)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--no-access-log", action="store_true", help="do not log each request (secrets are redacted anyway)")
     p.add_argument("--cleanup-interval", help="remove expired tokens every INTERVAL (e.g. 1h; default: never, "
@@ -198,25 +199,19 @@ def cmd_serve(args) -> int:
         % (config.state_dir, config.backend, ", ".join(f.id for f in config.frontdoors), args.host, args.port),
         file=sys.stderr,
     )
-    from .fastpath import no_delay_protocol
-
-    options = dict(
+    # uvicorn's own supervisor for --workers N: it binds once, spawns the workers on that socket and
+    # replaces a worker that dies. Every worker builds its own service from the environment set above.
+    uvicorn.run(
+        "frontdoor_gateway.app:app_factory",
         factory=True,
-        http=no_delay_protocol(),  # TCP_NODELAY also with --workers (else 40 ms per response)
+        workers=args.workers,
         host=args.host,
         port=args.port,
-        log_config=log_config(args.log_level, not args.no_access_log),
-        access_log=False,  # the access line comes from fastpath.AccessLog (cheaper, same line), see logs.py
+        log_config=log_config(args.log_level),
+        access_log=not args.no_access_log,
         server_header=False,
         timeout_graceful_shutdown=10,
     )
-    if args.workers > 1:
-        from .prefork import serve
-
-        # no supervisor process: two workers are two processes (see prefork.py)
-        serve(uvicorn.Config("frontdoor_gateway.app:app_factory", **options), args.workers)
-    else:
-        uvicorn.run("frontdoor_gateway.app:app_factory", **options)
     return 0
 
 

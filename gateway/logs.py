@@ -1,11 +1,9 @@
 """Logging that can never show a token secret.
 
 The redemption URL carries the secret (as in the reference API), so uvicorn's access
-log would print it. Every handler gets a filter that rewrites the formatted message
-(and any traceback text) through ``redact`` before it is emitted. The access line itself
-is written by ``fastpath.AccessLog`` to the ``frontdoor.access`` handler's stream (not
-through ``logging``, which cost ~45 us per request) and applies the same ``redact`` to
-its whole message.
+log would print it. Every handler, uvicorn's access handler included, gets a filter that
+rewrites the formatted message (and any traceback text) through ``redact`` before it is
+emitted.
 """
 
 from __future__ import annotations
@@ -32,8 +30,8 @@ class RedactFilter(logging.Filter):
         return True
 
 
-def log_config(level: str = "info", access_log: bool = True) -> dict:
-    """A uvicorn log_config with redaction on every handler."""
+def log_config(level: str = "info") -> dict:
+    """A uvicorn log_config with redaction on every handler (``--no-access-log`` is uvicorn's ``access_log``)."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -51,10 +49,7 @@ def log_config(level: str = "info", access_log: bool = True) -> dict:
         "loggers": {
             "uvicorn": {"handlers": ["default"], "level": level.upper(), "propagate": False},
             "uvicorn.error": {"level": level.upper()},
-            # uvicorn's own access logger stays silent (serve passes access_log=False): the line is
-            # written by fastpath.AccessLog, same format, to this handler's stream.
-            "uvicorn.access": {"handlers": [], "level": "INFO", "propagate": False},
-            "frontdoor.access": {"handlers": ["access"] if access_log else [], "level": "INFO", "propagate": False},
+            "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
             "frontdoor": {"handlers": ["default"], "level": level.upper(), "propagate": False},
         },
         "root": {"handlers": ["default"], "level": "WARNING"},
