@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import ipaddress
+import ssl
 
 import pytest
 from cryptography import x509
@@ -16,9 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 from frontdoor_pki.errors import FrontdoorError
 from frontdoor_pki.model import utcnow
-from frontdoor_pki.signers.stepca import jws_verify
 from support.crypto import load_cert, make_csr, make_key, shared_key, subject_values
-from support.stepca import PLAIN_PROVISIONER, StepCA
+from support.stepca import PLAIN_PROVISIONER, StepCA, verified_ott
 
 pytestmark = pytest.mark.stepca
 
@@ -61,10 +61,17 @@ def test_issuer_is_the_stepca_intermediate_and_chain_reaches_its_root(stepca, se
     assert b"frontdoor" in provisioner_ext
 
 
-def test_ca_chain_is_known_before_the_first_certificate(stepca, make_service):
+def test_ca_chain_before_and_after_the_first_certificate(stepca, make_service):
     service = make_service(stepca)
-    chain = [load_cert(p) for p in service.ca_chain("default")]
-    assert chain == [load_cert(stepca.intermediate_pem), load_cert(stepca.root_pem)]
+    expected = [load_cert(stepca.intermediate_pem), load_cert(stepca.root_pem)]
+    if hasattr(ssl.SSLSocket, "get_verified_chain"):  # Python 3.13+: public, read from step-ca's TLS handshake
+        assert [load_cert(p) for p in service.ca_chain("default")] == expected
+    else:  # no public API for the peer's chain: learned from the first certificate, said plainly until then
+        error = refused(service.ca_chain, "default")
+        assert error.code == "signer_unavailable" and "first certificate" in error.message
+    _, secret = new_token(service, common_name="chain.example")
+    service.redeem("default", secret, make_csr(shared_key("p256", 14), cn="chain.example"))
+    assert [load_cert(p) for p in service.ca_chain("default")] == expected
 
 
 def test_csr_subject_differs_from_the_token_and_the_token_wins(service):
@@ -118,7 +125,8 @@ def test_the_one_time_token_cannot_be_replayed_against_stepca(stepca, service):
     assert len(captured) == 1
     ott = captured[0]["ott"]
     # what we sent: an ES256 JWT for our provisioner, sub/sans echoing the CSR, the subject in our claim
-    claims = jws_verify(ott, signer._key.public_key())
+    header, claims = verified_ott(ott, stepca.provisioner_jwk)  # the public key in step-ca's ca.json
+    assert header["alg"] == "ES256" and header["kid"] == stepca.provisioner_jwk["kid"]
     assert claims["iss"] == "frontdoor" and claims["aud"] == stepca.url + "/1.0/sign"
     assert claims["sub"] == "what-the-csr-says" and claims["sans"] == ["a.example"]
     assert claims["frontdoor"]["cn"] == "replay.example" and claims["frontdoor"]["o"] == "Replay Org"

@@ -1,8 +1,8 @@
 """A real step-ca for tests: a CA written with ``cryptography``, served by ``.venv/bin/step-ca``.
 
 No ``step`` CLI is needed: we write the root, the intermediate (unencrypted PKCS#8 key), a JWK
-provisioner (public key in ca.json, private key as the encrypted JWE file the gateway reads)
-and ca.json ourselves, start step-ca on a free loopback port, wait for /health and stop it by
+provisioner (public key in ca.json, private key as the encrypted JWE file the gateway reads, both
+made with jwcrypto the way ``step crypto jwk create`` makes them) and ca.json ourselves, start step-ca on a free loopback port, wait for /health and stop it by
 its PID. ``shared_stepca()`` gives one server per test session (stopped at exit); tests that
 stop or restart the CA make their own with ``StepCA.create(...)``.
 """
@@ -22,14 +22,15 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from frontdoor_pki.signers.stepca import generate_provisioner_key, x509_template
+from frontdoor_pki.signers.stepca import x509_template
+from jwcrypto import jwa, jwe, jwk, jwt
 
 from support.gateway import free_port
 
@@ -39,6 +40,8 @@ PROVISIONER = "frontdoor"
 PLAIN_PROVISIONER = "no-template"
 #: long enough for the contract suite's 365-day default certificates
 MAX_TLS_CERT_DURATION = "9000h"
+#: what step 0.19 (go.step.sm/crypto/jose.PBKDF2Iterations) writes into encrypted key files
+STEP_PBKDF2_ITERATIONS = 100_000
 
 
 def stepca_available() -> bool:
@@ -66,6 +69,34 @@ def _ca_cert(subject: x509.Name, issuer: x509.Name, public_key, signing_key, pat
         builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
     return builder.sign(signing_key, hashes.SHA256())
+
+
+def provisioner_key(password: Optional[str]) -> Tuple[Dict[str, Any], str]:
+    """A new provisioner key as ``step crypto jwk create`` writes it: (public JWK for ca.json, key file).
+
+    EC P-256, ``use``/``alg``/``kid`` (RFC 7638 thumbprint) set; the file is the private JWK as a compact
+    PBES2-HS256+A128KW / A256GCM JWE when ``password`` is given, else plain JSON."""
+    generated = jwk.JWK.generate(kty="EC", crv="P-256")
+    key = jwk.JWK(**dict(generated.export_private(as_dict=True), use="sig", alg="ES256", kid=generated.thumbprint()))
+    public = key.export_public(as_dict=True)
+    if not password:
+        return public, key.export_private()
+    header = {"alg": "PBES2-HS256+A128KW", "enc": "A256GCM", "cty": "jwk+json", "p2c": STEP_PBKDF2_ITERATIONS}
+    token = jwe.JWE(key.export_private().encode(), protected=header)
+    cap = jwa.default_max_pbkdf2_iterations  # jwcrypto's guard (16384) is below step's count; restored below
+    jwa.default_max_pbkdf2_iterations = STEP_PBKDF2_ITERATIONS
+    try:
+        token.add_recipient(jwk.JWK.from_password(password))
+    finally:
+        jwa.default_max_pbkdf2_iterations = cap
+    return public, token.serialize(compact=True)
+
+
+def verified_ott(ott: str, public: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(header, claims) of a one-time token once jwcrypto verified its signature with the provisioner's
+    public JWK (what step-ca has in ca.json) and its exp/nbf; raises if either does not hold."""
+    token = jwt.JWT(jwt=ott, key=jwk.JWK(**public))
+    return json.loads(token.header), json.loads(token.claims)
 
 
 def _write(path: str, data: bytes, mode: int = 0o600) -> None:
@@ -125,10 +156,10 @@ class StepCA:
         _write(int_key_path, int_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                    serialization.NoEncryption()))
 
-        public, encrypted = generate_provisioner_key(self.password)
+        public, encrypted = provisioner_key(self.password)
         _write(self.key_path, encrypted.encode())
         self.provisioner_jwk = public
-        plain_public, plain_private = generate_provisioner_key(None)
+        plain_public, plain_private = provisioner_key(None)
         _write(self.plain_key_path, plain_private.encode())
 
         claims = {"minTLSCertDuration": "5m", "maxTLSCertDuration": MAX_TLS_CERT_DURATION,

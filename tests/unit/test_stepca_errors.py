@@ -21,15 +21,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from frontdoor_pki.errors import FrontdoorError, SignerUnavailable
 from frontdoor_pki.model import SignRequest, Subject, utcnow
 from frontdoor_pki.service import FrontdoorService, FrontdoorSettings
-from frontdoor_pki.signers.stepca import (
-    StepCASigner,
-    jwk_from_private_key,
-    jws_verify,
-    public_jwk,
-    x509_template,
-)
+from frontdoor_pki.signers.stepca import StepCASigner, x509_template
 from frontdoor_pki.stores.sqlite import SQLiteStore
+from jwcrypto.jwk import JWK
 from support.crypto import make_csr, shared_key
+from support.stepca import provisioner_key, verified_ott
 
 URL = "https://stepca.test:9443"
 PASSWORD_LIKE = "pw-never-shown"
@@ -86,7 +82,7 @@ def ca(tmp_path):
 
 @pytest.fixture
 def jwk():
-    return jwk_from_private_key(ec.generate_private_key(ec.SECP256R1()))
+    return JWK.from_json(provisioner_key(None)[1])
 
 
 @pytest.fixture
@@ -97,7 +93,7 @@ def signer(ca, jwk):
 
 
 def provisioners(jwk, template=True, claims=None, name="frontdoor"):
-    item = {"type": "JWK", "name": name, "key": public_jwk(jwk)}
+    item = {"type": "JWK", "name": name, "key": jwk.export_public(as_dict=True)}
     if template:
         item["options"] = x509_template()
     if claims:
@@ -117,6 +113,10 @@ def sign_request(cn="csr-cn", sans=(), subject=None, ttl=3600) -> SignRequest:
 
 def sign_calls():
     return [c for c in responses.calls if c.request.url.endswith("/1.0/sign")]
+
+
+def ott_claims(ott: str, jwk) -> dict:
+    return verified_ott(ott, jwk.export_public(as_dict=True))[1]
 
 
 def no_secrets(message: str, jwk) -> None:
@@ -142,14 +142,13 @@ def test_sends_one_ott_with_csr_sub_and_sans_and_our_subject_claim(signer, ca, j
     body = seen[0]
     assert body["csr"] == request.csr_pem
     assert body["notAfter"] == request.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
-    header = json.loads(__import__("base64").urlsafe_b64decode(body["ott"].split(".")[0] + "=="))
+    header, claims = verified_ott(body["ott"], jwk.export_public(as_dict=True))
     assert header["kid"] == jwk["kid"] and header["alg"] == "ES256"
-    claims = jws_verify(body["ott"], signer._key.public_key())
     assert claims["iss"] == "frontdoor" and claims["aud"] == URL + "/1.0/sign"
     assert claims["sub"] == "device-cn" and claims["sans"] == ["a.example", "10.0.0.1"]
     assert claims["frontdoor"] == {"cn": "token-cn", "o": "Token Org", "frontdoorId": "default", "tokenId": "token-1"}
     assert before <= claims["iat"] == claims["nbf"] <= before + 2 and claims["exp"] - claims["iat"] == 120
-    assert claims["jti"] != jws_verify(seen[1]["ott"], signer._key.public_key())["jti"]
+    assert claims["jti"] != ott_claims(seen[1]["ott"], jwk)["jti"]
     assert re.fullmatch(r"[0-9a-f]{64}", claims["jti"])
     # what comes back: the leaf, the chain up to the configured root
     assert [x509.load_pem_x509_certificate(p.encode()) for p in issued.ca_chain] == [ca.intermediate, ca.root]
@@ -163,7 +162,7 @@ def test_csr_without_cn_uses_the_decided_cn_as_sub(signer, ca, jwk):
     request = sign_request(cn=None)
     responses.post(URL + "/1.0/sign", json=ca.sign_response(ca.leaf(request)), status=201)
     signer.sign(request)
-    claims = jws_verify(json.loads(sign_calls()[0].request.body)["ott"], signer._key.public_key())
+    claims = ott_claims(json.loads(sign_calls()[0].request.body)["ott"], jwk)
     assert claims["sub"] == "token-cn" and claims["sans"] == []
 
 
@@ -246,7 +245,7 @@ def test_preflight_refuses_a_foreign_template(signer, jwk):
 
 @responses.activate
 def test_preflight_matches_the_key_id_not_just_the_name(signer, jwk):
-    other = jwk_from_private_key(ec.generate_private_key(ec.SECP256R1()))
+    other = JWK.from_json(provisioner_key(None)[1])
     responses.get(URL + "/provisioners", json=provisioners(other))
     with pytest.raises(FrontdoorError) as info:
         signer.sign(sign_request())
@@ -287,7 +286,7 @@ def test_a_certificate_with_the_wrong_profile_is_revoked_and_refused(signer, ca,
     assert "was revoked" in info.value.message
     revoke = json.loads([c for c in responses.calls if c.request.url.endswith("/1.0/revoke")][0].request.body)
     assert revoke["serial"] == str(bad.serial_number) and revoke["passive"] is True
-    claims = jws_verify(revoke["ott"], signer._key.public_key())
+    claims = ott_claims(revoke["ott"], jwk)
     assert claims["sub"] == str(bad.serial_number) and claims["aud"] == URL + "/1.0/revoke"
 
 
@@ -309,7 +308,7 @@ def test_garbage_instead_of_a_certificate(signer, jwk):
     (401, "unauthorized", "not_supported"),
     (500, "boom", "signer_unavailable"),
 ])
-def test_revoke_mapping(signer, status, message, code):
+def test_revoke_mapping(signer, jwk, status, message, code):
     class Record:
         serial_number = "ff"
 
@@ -322,7 +321,7 @@ def test_revoke_mapping(signer, status, message, code):
         assert info.value.code == code
     body = json.loads(responses.calls[0].request.body)
     assert body["serial"] == "255"
-    assert jws_verify(body["ott"], signer._key.public_key())["sub"] == "255"
+    assert ott_claims(body["ott"], jwk)["sub"] == "255"
 
 
 @responses.activate

@@ -1,39 +1,40 @@
-"""The step-ca signer's own JOSE code: JWE key files, JWK thumbprints and the JWTs it signs.
+"""The step-ca signer's keys and tokens, done by jwcrypto: what we check is that our glue is right.
 
 The fixture in data/stepca_go_jose_jwk.json was written by step-ca's own Go library
-(go.step.sm/crypto/jose EncryptJWK, the code behind `step crypto jwk create`), so these tests prove
-we read what step writes, not just what we write ourselves.
+(go.step.sm/crypto/jose EncryptJWK, the code behind `step crypto jwk create`, 100,000 PBKDF2
+iterations), so these tests prove we read what step writes. The OTTs are verified with jwcrypto
+against the provisioner's public key, as step-ca verifies them; tests/stepca sends them to a real
+step-ca.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
+import re
+import time
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from frontdoor_pki.config import ConfigError
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from frontdoor_pki.config import ConfigError, build_signer, load_config
 from frontdoor_pki.signers.stepca import (
-    JWEError,
     StepCAConfigError,
-    b64u_decode,
-    b64u_encode,
-    generate_provisioner_key,
-    jwe_decrypt,
-    jwe_encrypt,
-    jwk_from_private_key,
-    jwk_thumbprint,
-    jws_verify,
-    jwt_encode,
-    load_provisioner_jwk,
+    StepCASigner,
+    load_provisioner_key,
     parse_go_duration,
-    private_key_from_jwk,
-    public_jwk,
     x509_template,
     x509_template_text,
 )
+from jwcrypto import jwa, jwk
+from jwcrypto.common import base64url_decode, base64url_encode
+from support.stepca import provisioner_key, verified_ott
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "data", "stepca_go_jose_jwk.json")
+URL = "https://stepca.test:9443"
 
 
 @pytest.fixture(scope="module")
@@ -42,129 +43,142 @@ def go():
         return json.load(handle)
 
 
-def test_decrypts_the_compact_jwe_written_by_step(go):
-    plain = json.loads(jwe_decrypt(go["compact"], go["password"].encode()))
-    assert plain == go["private"]
+@pytest.fixture
+def root(tmp_path):
+    """A root certificate file: the signer only reads it (nothing here talks to a CA)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "jose test root")])
+    now = _dt.datetime.now(_dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + _dt.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    path = tmp_path / "root.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return str(path)
 
 
-def test_decrypts_the_json_serialization_too(go):
-    plain = json.loads(jwe_decrypt(json.dumps(go["full"]), go["password"].encode()))
-    assert plain == go["private"]
-
-
-def test_wrong_password_is_a_clear_error_without_secrets(go):
-    with pytest.raises(JWEError) as info:
-        jwe_decrypt(go["compact"], b"not-the-password")
-    assert "wrong password" in str(info.value)
-    assert "not-the-password" not in str(info.value) and go["private"]["d"] not in str(info.value)
-
-
-def test_tampered_ciphertext_is_detected(go):
-    parts = go["compact"].split(".")
-    body = bytearray(b64u_decode(parts[3]))
-    body[0] ^= 1
-    parts[3] = b64u_encode(bytes(body))
-    with pytest.raises(JWEError, match="altered"):
-        jwe_decrypt(".".join(parts), go["password"].encode())
-
-
-def test_header_limits_are_enforced(go):
-    def with_header(**changes):
-        parts = go["compact"].split(".")
-        header = json.loads(b64u_decode(parts[0]))
-        header.update(changes)
-        parts[0] = b64u_encode(json.dumps(header).encode())
-        return ".".join(parts)
-
-    with pytest.raises(JWEError, match="p2c"):
-        jwe_decrypt(with_header(p2c=10**9), b"x")  # would be a CPU bomb
-    with pytest.raises(JWEError, match="key management"):
-        jwe_decrypt(with_header(alg="dir"), b"x")
-    with pytest.raises(JWEError, match="content encryption"):
-        jwe_decrypt(with_header(enc="A128CBC-HS256"), b"x")
-    with pytest.raises(JWEError, match="compact"):
-        jwe_decrypt("a.b.c", b"x")
-
-
-def test_our_jwe_round_trips_and_has_steps_header():
-    token = jwe_encrypt(b'{"kty":"EC"}', b"pw", p2c=1000)
-    header = json.loads(b64u_decode(token.split(".")[0]))
-    assert header["alg"] == "PBES2-HS256+A128KW" and header["enc"] == "A256GCM" and header["cty"] == "jwk+json"
-    assert header["p2c"] == 1000 and len(b64u_decode(header["p2s"])) == 16
-    assert jwe_decrypt(token, b"pw") == b'{"kty":"EC"}'
-
-
-def test_thumbprint_is_the_kid_step_computes(go):
-    assert jwk_thumbprint(go["public"]) == go["public"]["kid"]
-    assert jwk_thumbprint(go["private"]) == go["private"]["kid"]  # private members do not count
-
-
-@pytest.mark.parametrize("make,alg,sig_len", [
-    (lambda: ec.generate_private_key(ec.SECP256R1()), "ES256", 64),
-    (lambda: ec.generate_private_key(ec.SECP384R1()), "ES384", 96),
-    (ed25519.Ed25519PrivateKey.generate, "EdDSA", 64),
-    (lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048), "RS256", 256),
-])
-def test_jwk_round_trip_and_jwt_signatures(make, alg, sig_len):
-    key = make()
-    jwk = jwk_from_private_key(key)
-    assert jwk["alg"] == alg and jwk["kid"] == jwk_thumbprint(public_jwk(jwk)) and "d" not in public_jwk(jwk)
-    loaded = private_key_from_jwk(jwk)
-    token = jwt_encode({"kid": jwk["kid"], "typ": "JWT"}, {"sub": "x", "n": 1}, loaded, alg)
-    header = json.loads(b64u_decode(token.split(".")[0]))
-    assert header == {"kid": jwk["kid"], "typ": "JWT", "alg": alg}
-    assert len(b64u_decode(token.split(".")[2])) == sig_len  # JWS raw r||s for ECDSA, not DER
-    assert jws_verify(token, key.public_key()) == {"sub": "x", "n": 1}
-    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
-    with pytest.raises(Exception):  # noqa: B017 - any verification failure
-        jws_verify(forged, key.public_key())
-
-
-def test_go_fixture_key_signs_verifiably(go):
-    key = private_key_from_jwk(go["private"])
-    token = jwt_encode({"kid": go["private"]["kid"]}, {"iss": "p"}, key, "ES256")
-    assert jws_verify(token, key.public_key()) == {"iss": "p"}
-
-
-def test_a_jwk_whose_d_does_not_match_is_refused(go):
-    other = jwk_from_private_key(ec.generate_private_key(ec.SECP256R1()))
-    mixed = dict(go["private"], d=other["d"])
-    with pytest.raises(ValueError, match="does not match"):
-        private_key_from_jwk(mixed)
-
-
-def test_load_provisioner_key_files(tmp_path, go):
-    encrypted = tmp_path / "enc.json"
-    encrypted.write_text(go["compact"])
-    assert load_provisioner_jwk(str(encrypted), go["password"]) == go["private"]
-    full = tmp_path / "full.json"
-    full.write_text(json.dumps(go["full"], indent=2))
-    assert load_provisioner_jwk(str(full), go["password"]) == go["private"]
-    plain = tmp_path / "plain.json"
-    plain.write_text(json.dumps(go["private"]))
-    assert load_provisioner_jwk(str(plain), None) == go["private"]
-
-    with pytest.raises(StepCAConfigError, match="STEP_PROVISIONER_PASSWORD"):
-        load_provisioner_jwk(str(encrypted), None)
-    with pytest.raises(StepCAConfigError) as info:
-        load_provisioner_jwk(str(encrypted), "wrong-pw")
-    assert "wrong password" in str(info.value) and "wrong-pw" not in str(info.value)
-    public = tmp_path / "public.json"
-    public.write_text(json.dumps(go["public"]))
-    with pytest.raises(StepCAConfigError, match="no private JWK"):
-        load_provisioner_jwk(str(public), None)
-    with pytest.raises(StepCAConfigError, match="cannot read"):
-        load_provisioner_jwk(str(tmp_path / "missing.json"), None)
-
-
-def test_generated_provisioner_keys_load_back(tmp_path):
-    public, content = generate_provisioner_key("pw")
-    path = tmp_path / "k"
+def key_file(tmp_path, content: str, name: str = "key.json") -> str:
+    path = tmp_path / name
     path.write_text(content)
-    loaded = load_provisioner_jwk(str(path), "pw")
-    assert public_jwk(loaded) == public and public["kid"] == jwk_thumbprint(public)
-    public, content = generate_provisioner_key(None, kind="OKP")
-    assert json.loads(content)["kty"] == "OKP" and "d" not in public
+    return str(path)
+
+
+def with_header(compact: str, **changes) -> str:
+    parts = compact.split(".")
+    header = json.loads(base64url_decode(parts[0]))
+    header.update(changes)
+    parts[0] = base64url_encode(json.dumps(header))
+    return ".".join(parts)
+
+
+def config_error(path: str, password) -> str:
+    with pytest.raises(StepCAConfigError) as info:
+        load_provisioner_key(path, password)
+    return str(info.value)
+
+
+# -- the key file ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["compact", "full"])
+def test_the_key_file_step_writes_decrypts(tmp_path, go, form):
+    content = go["compact"] if form == "compact" else json.dumps(go["full"], indent=2)
+    key = load_provisioner_key(key_file(tmp_path, content), go["password"])
+    assert key.export_private(as_dict=True) == go["private"]
+    # jwcrypto's guard against PBKDF2 bombs (16384) was raised for this file only
+    assert json.loads(base64url_decode(go["full"]["protected"]))["p2c"] == 100_000
+    assert jwa.default_max_pbkdf2_iterations == 16384
+
+
+def test_a_plain_private_jwk_needs_no_password(tmp_path, go):
+    key = load_provisioner_key(key_file(tmp_path, json.dumps(go["private"])), None)
+    assert key.export_private(as_dict=True) == go["private"]
+
+
+def test_wrong_password_is_a_clear_config_error_without_secrets(tmp_path, go):
+    message = config_error(key_file(tmp_path, go["compact"]), "not-the-password")
+    assert "wrong password" in message
+    assert "not-the-password" not in message and go["private"]["d"] not in message
+    # and through the configuration: a ConfigError naming the frontdoor, not a traceback
+    config = load_config(state_dir=str(tmp_path), env={}, data={
+        "stepCa": {"url": URL, "root": "/nonexistent", "provisioner": "frontdoor",
+                   "provisionerKey": str(tmp_path / "key.json"), "provisionerPassword": "not-the-password"},
+        "frontdoors": [{"id": "default", "signer": "step-ca"}]})
+    with pytest.raises(ConfigError, match="frontdoor 'default'.*wrong password"):
+        build_signer(config, "default")
+
+
+def test_a_tampered_file_is_refused(tmp_path, go):
+    parts = go["compact"].split(".")
+    body = bytearray(base64url_decode(parts[3]))
+    body[0] ^= 1
+    parts[3] = base64url_encode(bytes(body))
+    assert "cannot decrypt" in config_error(key_file(tmp_path, ".".join(parts)), go["password"])
+
+
+def test_hostile_headers_are_refused_at_once(tmp_path, go):
+    started = time.monotonic()
+    message = config_error(key_file(tmp_path, with_header(go["compact"], p2c=10**9)), go["password"])
+    assert "p2c" in message and time.monotonic() - started < 1  # refused before any PBKDF2
+    assert jwa.default_max_pbkdf2_iterations == 16384
+    # key management other than PBES2 (e.g. the password used directly as the key) is not accepted
+    assert "cannot decrypt" in config_error(key_file(tmp_path, with_header(go["compact"], alg="dir")), "x" * 32)
+    for garbage in ("a.b.c", "not a key", '{"protected": 1}', "[]"):
+        assert "cannot decrypt" in config_error(key_file(tmp_path, garbage), "pw")
+
+
+def test_what_the_key_file_must_hold(tmp_path, go):
+    assert "STEP_PROVISIONER_PASSWORD" in config_error(key_file(tmp_path, go["compact"]), None)
+    assert "no private JWK" in config_error(key_file(tmp_path, json.dumps(go["public"])), None)
+    assert "no usable JWK" in config_error(key_file(tmp_path, '{"kty": "nope"}'), None)
+    assert "cannot read" in config_error(str(tmp_path / "missing.json"), None)
+
+
+# -- the one-time tokens --------------------------------------------------------------------------
+
+
+def test_kid_is_the_thumbprint_step_computes(root, go):
+    assert StepCASigner(URL, root, "frontdoor", jwk.JWK(**go["private"])).kid == go["public"]["kid"]
+    without_kid = {k: v for k, v in go["private"].items() if k != "kid"}
+    assert StepCASigner(URL, root, "frontdoor", jwk.JWK(**without_kid)).kid == go["public"]["kid"]
+
+
+def test_ott_verifies_with_the_provisioner_public_key_and_carries_step_ca_claims(root, go):
+    signer = StepCASigner(URL, root, "frontdoor", jwk.JWK(**go["private"]))
+    before = int(time.time())
+    ott = signer.one_time_token("/1.0/sign", "device-cn", {"sans": ["a.example"], "frontdoor": {"cn": "x"}})
+    header, claims = verified_ott(ott, go["public"])
+    assert header == {"alg": "ES256", "kid": go["public"]["kid"], "typ": "JWT"}
+    assert len(base64url_decode(ott.split(".")[2])) == 64  # JWS raw r||s, which step-ca (go-jose) requires
+    assert claims["iss"] == "frontdoor" and claims["aud"] == URL + "/1.0/sign" and claims["sub"] == "device-cn"
+    assert claims["sans"] == ["a.example"] and claims["frontdoor"] == {"cn": "x"}
+    assert before <= claims["iat"] == claims["nbf"] <= before + 2 and claims["exp"] - claims["iat"] == 120
+    assert re.fullmatch(r"[0-9a-f]{64}", claims["jti"])
+    assert verified_ott(signer.one_time_token("/1.0/sign", "x"), go["public"])[1]["jti"] != claims["jti"]
+    other = provisioner_key(None)[0]
+    with pytest.raises(Exception):  # noqa: B017 - any verification failure
+        verified_ott(ott, other)
+
+
+@pytest.mark.parametrize("params,alg", [
+    ({"kty": "EC", "crv": "P-384"}, "ES384"),
+    ({"kty": "OKP", "crv": "Ed25519"}, "EdDSA"),
+    ({"kty": "RSA", "size": 2048}, "RS256"),
+])
+def test_other_key_types_sign_with_go_joses_default_alg(root, params, alg):
+    key = jwk.JWK.generate(**params)
+    signer = StepCASigner(URL, root, "frontdoor", key)
+    header, claims = verified_ott(signer.one_time_token("/1.0/revoke", "255"), key.export_public(as_dict=True))
+    assert header["alg"] == alg == signer.alg and header["kid"] == key.thumbprint() and claims["sub"] == "255"
+
+
+def test_a_key_whose_d_does_not_match_is_refused(root, go):
+    other = json.loads(provisioner_key(None)[1])
+    with pytest.raises(StepCAConfigError, match="cannot sign"):
+        StepCASigner(URL, root, "frontdoor", jwk.JWK(**dict(go["private"], d=other["d"])))
+
+
+# -- the rest of the signer's small helpers ---------------------------------------------------------
 
 
 def test_go_durations():
@@ -188,8 +202,6 @@ def test_template_forces_the_profile():
 
 
 def test_build_signer_reports_what_is_missing(tmp_path):
-    from frontdoor_pki.config import build_signer, load_config
-
     config = load_config(state_dir=str(tmp_path), env={"FRONTDOOR_SIGNER": "step-ca", "STEP_CA_URL": "https://ca:9000"})
     with pytest.raises(ConfigError) as info:
         build_signer(config, "default")

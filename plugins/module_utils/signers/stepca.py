@@ -18,8 +18,9 @@ Why it works this way (facts measured on step-ca 0.19, see docs/step-ca.md):
   EKU clientAuth, CA=false; nothing else from the CSR is used.
 * Lifetimes: we ask for ``notAfter``; step-ca refuses (403) durations outside the provisioner's
   claims (default 5 min .. 24 h), so ``not_after_limit()`` clamps to the provisioner maximum.
-* No new dependency: the JWT (ES256/384/512, RS*, PS*, EdDSA) and the PBES2 JWE that
-  ``step crypto jwk create`` writes are done with ``cryptography``.
+* JOSE is jwcrypto's: the provisioner key is a ``jwk.JWK`` (plain, or decrypted from the PBES2 JWE
+  that ``step crypto jwk create`` writes), the OTT a ``jwt.JWT`` signed with it, and its ``kid``
+  the key's RFC 7638 thumbprint unless the key file names one.
 
 The provisioner key file and its password are secrets: they are never logged, never put in an
 error message, and the OTTs we mint are never logged either.
@@ -27,8 +28,6 @@ error message, and the OTTs we mint are never logged either.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as _dt
 import hashlib
 import json
@@ -47,20 +46,15 @@ from urllib.parse import urlsplit
 # report what is missing with missing_required_lib instead of a traceback.
 try:
     from cryptography import x509
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-    from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
-    from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
+    from cryptography.hazmat.primitives import serialization
+    from jwcrypto import jwa, jwe, jwk, jwt
+    from jwcrypto.common import JWException
 
     HAS_CRYPTOGRAPHY = True
 except ImportError:  # pragma: no cover
     HAS_CRYPTOGRAPHY = False
-    x509 = InvalidTag = hashes = serialization = ec = ed25519 = padding = rsa = None
-    decode_dss_signature = encode_dss_signature = AESGCM = PBKDF2HMAC = None
-    InvalidUnwrap = aes_key_unwrap = aes_key_wrap = None
+    x509 = serialization = jwa = jwe = jwk = jwt = None
+    JWException = ValueError
 
 from ..errors import FrontdoorError, SignerUnavailable
 from ..model import IssuedCertificate, SignRequest, utcnow
@@ -77,7 +71,6 @@ STEPCA_DEFAULT_MIN_DURATION = 5 * 60
 #: a moment before step-ca checks it, and the two clocks may differ a little
 LIMIT_MARGIN = 60
 PROVISIONERS_CACHE_SECONDS = 300.0
-MAX_PBES2_COUNT = 2_000_000
 OPTION_KEYS = {
     "type", "url", "root", "provisioner", "provisionerKey", "provisionerPassword", "provisionerPasswordFile",
     "maxCertificateDuration", "timeout",
@@ -136,318 +129,92 @@ def x509_template() -> Dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# base64url, JWK, JWS and the PBES2 JWE that `step crypto jwk create` writes
+# The provisioner key and the one-time tokens (jwcrypto)
+
+#: what ``step crypto jwk create`` uses for the key file's JWE (go-jose / go.step.sm/crypto)
+KEY_FILE_ALGS = ["PBES2-HS256+A128KW", "PBES2-HS384+A192KW", "PBES2-HS512+A256KW", "A128GCM", "A192GCM", "A256GCM"]
+#: PBKDF2 iterations step writes into key files: 100,000 (step 0.19), 600,000 (current step)
+STEP_PBES2_MAX_COUNT = 600_000
+#: go-jose's signing algorithm for a key whose JWK names none
+_DEFAULT_ALGS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512", "Ed25519": "EdDSA"}
+_KEY_CACHE: Dict[Tuple[Any, ...], jwk.JWK] = {}
+_KEY_LOCK = threading.Lock()
 
 
-def b64u_encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+def _decrypt_key_file(text: str, password: str) -> bytes:
+    """The payload of the key file's JWE (compact or JSON serialization).
+
+    jwcrypto refuses PBES2 counts above ``jwa.default_max_pbkdf2_iterations`` (16,384), a guard
+    against hostile JWEs. This file is the operator's own and step writes up to 600,000, so the
+    cap is raised to that (its public setting) only while this file is decrypted, under a lock,
+    and restored at once: every other JWE in the process keeps jwcrypto's guard."""
+    token = jwe.JWE()
+    token.allowed_algs = KEY_FILE_ALGS
+    with _KEY_LOCK:
+        cap = jwa.default_max_pbkdf2_iterations
+        jwa.default_max_pbkdf2_iterations = max(cap, STEP_PBES2_MAX_COUNT)
+        try:
+            token.deserialize(text, key=jwk.JWK.from_password(password))
+        finally:
+            jwa.default_max_pbkdf2_iterations = cap
+    return token.payload
 
 
-def b64u_decode(text: str) -> bytes:
-    if not isinstance(text, str) or not re.match(r"^[A-Za-z0-9_-]*$", text):
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-_CURVES = {"P-256": (ec.SECP256R1, 32), "P-384": (ec.SECP384R1, 48), "P-521": (ec.SECP521R1, 66)} if HAS_CRYPTOGRAPHY else {}
-_EC_ALG = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
-_HASHES = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512} if HAS_CRYPTOGRAPHY else {}
-
-
-def _b64_int(jwk: Mapping[str, Any], name: str) -> int:
-    return int.from_bytes(b64u_decode(jwk[name]), "big")
-
-
-def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
-    """RFC 7638 SHA-256 thumbprint: step-ca's default key id for a JWK provisioner."""
-    kty = jwk.get("kty")
-    members = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}.get(kty)
-    if members is None:
-        raise ValueError("unsupported JWK key type %r" % kty)
-    canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
-    return b64u_encode(hashlib.sha256(canonical.encode("utf-8")).digest())
-
-
-def private_key_from_jwk(jwk: Mapping[str, Any]):
-    """A cryptography private key from a private JWK (EC P-256/384/521, RSA, OKP Ed25519)."""
-    kty = jwk.get("kty")
+def _read_key_file(path: str, text: str, password: Optional[str]) -> jwk.JWK:
+    """A private JWK from the file's text: plain JSON, or the JWE ``step`` writes with a password."""
     try:
-        if kty == "EC":
-            curve, _size = _CURVES[jwk["crv"]]
-            key = ec.derive_private_key(_b64_int(jwk, "d"), curve())
-            numbers = key.public_key().public_numbers()
-            if (numbers.x, numbers.y) != (_b64_int(jwk, "x"), _b64_int(jwk, "y")):
-                raise ValueError("the JWK's d does not match its x/y")
-            return key
-        if kty == "RSA":
-            public = rsa.RSAPublicNumbers(_b64_int(jwk, "e"), _b64_int(jwk, "n"))
-            return rsa.RSAPrivateNumbers(
-                _b64_int(jwk, "p"), _b64_int(jwk, "q"), _b64_int(jwk, "d"), _b64_int(jwk, "dp"),
-                _b64_int(jwk, "dq"), _b64_int(jwk, "qi"), public,
-            ).private_key()
-        if kty == "OKP" and jwk.get("crv") == "Ed25519":
-            key = ed25519.Ed25519PrivateKey.from_private_bytes(b64u_decode(jwk["d"]))
-            raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-            if raw != b64u_decode(jwk["x"]):
-                raise ValueError("the JWK's d does not match its x")
-            return key
-    except KeyError as exc:
-        raise ValueError("the private JWK lacks member %s" % exc) from None
-    except (binascii.Error, TypeError) as exc:
-        raise ValueError("the private JWK is malformed (%s)" % type(exc).__name__) from None
-    raise ValueError("unsupported private JWK (kty %r, crv %r)" % (kty, jwk.get("crv")))
-
-
-def public_jwk(jwk: Mapping[str, Any]) -> Dict[str, Any]:
-    """The public half of a private JWK (what goes into the provisioner's ``key`` in ca.json)."""
-    keep = {"kty", "crv", "x", "y", "n", "e", "kid", "alg", "use"}
-    return {k: v for k, v in jwk.items() if k in keep}
-
-
-def jwk_from_private_key(key, alg: Optional[str] = None) -> Dict[str, Any]:
-    """A private JWK (with kid = thumbprint) for a cryptography key; used for key generation."""
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        crv = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}[key.curve.name]
-        size = _CURVES[crv][1]
-        numbers = key.private_numbers()
-        jwk = {
-            "kty": "EC", "crv": crv,
-            "x": b64u_encode(numbers.public_numbers.x.to_bytes(size, "big")),
-            "y": b64u_encode(numbers.public_numbers.y.to_bytes(size, "big")),
-            "d": b64u_encode(numbers.private_value.to_bytes(size, "big")),
-        }
-        alg = alg or _EC_ALG[crv]
-    elif isinstance(key, rsa.RSAPrivateKey):
-        n = key.private_numbers()
-
-        def enc(value: int) -> str:
-            return b64u_encode(value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
-
-        jwk = {"kty": "RSA", "n": enc(n.public_numbers.n), "e": enc(n.public_numbers.e), "d": enc(n.d),
-               "p": enc(n.p), "q": enc(n.q), "dp": enc(n.dmp1), "dq": enc(n.dmq1), "qi": enc(n.iqmp)}
-        alg = alg or "RS256"
-    elif isinstance(key, ed25519.Ed25519PrivateKey):
-        jwk = {
-            "kty": "OKP", "crv": "Ed25519",
-            "x": b64u_encode(key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)),
-            "d": b64u_encode(key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                               serialization.NoEncryption())),
-        }
-        alg = alg or "EdDSA"
-    else:
-        raise ValueError("unsupported key type %s" % type(key).__name__)
-    jwk["use"] = "sig"
-    jwk["alg"] = alg
-    jwk["kid"] = jwk_thumbprint(jwk)
-    return jwk
-
-
-def _default_alg(jwk: Mapping[str, Any]) -> str:
-    if jwk.get("alg"):
-        return str(jwk["alg"])
-    if jwk.get("kty") == "EC":
-        return _EC_ALG.get(jwk.get("crv"), "ES256")
-    if jwk.get("kty") == "OKP":
-        return "EdDSA"
-    return "RS256"
-
-
-def jws_sign(signing_input: bytes, key, alg: str) -> bytes:
-    """The JWS signature bytes (RFC 7518) for ``alg`` with a cryptography private key."""
-    if alg.startswith("ES") and isinstance(key, ec.EllipticCurvePrivateKey):
-        size = (key.curve.key_size + 7) // 8
-        r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(_HASHES[alg[2:]]())))
-        return r.to_bytes(size, "big") + s.to_bytes(size, "big")
-    if alg.startswith("RS") and isinstance(key, rsa.RSAPrivateKey):
-        return key.sign(signing_input, padding.PKCS1v15(), _HASHES[alg[2:]]())
-    if alg.startswith("PS") and isinstance(key, rsa.RSAPrivateKey):
-        digest = _HASHES[alg[2:]]()
-        return key.sign(signing_input, padding.PSS(padding.MGF1(digest), digest.digest_size), digest)
-    if alg == "EdDSA" and isinstance(key, ed25519.Ed25519PrivateKey):
-        return key.sign(signing_input)
-    raise ValueError("JWS algorithm %r does not fit a %s key" % (alg, type(key).__name__))
-
-
-def jws_verify(token: str, public_key) -> Dict[str, Any]:
-    """Verify a compact JWS with ``public_key`` and return its claims (tests and diagnostics)."""
-    head_b64, claims_b64, sig_b64 = token.split(".")
-    header = json.loads(b64u_decode(head_b64))
-    alg, data, sig = header["alg"], (head_b64 + "." + claims_b64).encode("ascii"), b64u_decode(sig_b64)
-    if alg.startswith("ES"):
-        half = len(sig) // 2
-        der = encode_dss_signature(int.from_bytes(sig[:half], "big"), int.from_bytes(sig[half:], "big"))
-        public_key.verify(der, data, ec.ECDSA(_HASHES[alg[2:]]()))
-    elif alg.startswith("RS"):
-        public_key.verify(sig, data, padding.PKCS1v15(), _HASHES[alg[2:]]())
-    elif alg.startswith("PS"):
-        digest = _HASHES[alg[2:]]()
-        public_key.verify(sig, data, padding.PSS(padding.MGF1(digest), digest.digest_size), digest)
-    elif alg == "EdDSA":
-        public_key.verify(sig, data)
-    else:
-        raise ValueError("unsupported alg %r" % alg)
-    return json.loads(b64u_decode(claims_b64))
-
-
-def jwt_encode(header: Mapping[str, Any], claims: Mapping[str, Any], key, alg: str) -> str:
-    head = dict(header, alg=alg)
-    signing_input = (
-        b64u_encode(json.dumps(head, separators=(",", ":")).encode("utf-8")) + "."
-        + b64u_encode(json.dumps(claims, separators=(",", ":")).encode("utf-8"))
-    )
-    return signing_input + "." + b64u_encode(jws_sign(signing_input.encode("ascii"), key, alg))
-
-
-_PBES2 = {
-    "PBES2-HS256+A128KW": (hashes.SHA256, 16),
-    "PBES2-HS384+A192KW": (hashes.SHA384, 24),
-    "PBES2-HS512+A256KW": (hashes.SHA512, 32),
-} if HAS_CRYPTOGRAPHY else {}
-_GCM = {"A128GCM": 16, "A192GCM": 24, "A256GCM": 32}
-
-
-class JWEError(ValueError):
-    """The JWE cannot be decrypted; the message never contains key material or the password."""
-
-
-def _pbes2_kek(alg: str, password: bytes, p2s: bytes, p2c: int) -> bytes:
-    digest, size = _PBES2[alg]
-    salt = alg.encode("ascii") + b"\x00" + p2s
-    return PBKDF2HMAC(algorithm=digest(), length=size, salt=salt, iterations=p2c).derive(password)
-
-
-def jwe_decrypt(serialized: str, password: bytes) -> bytes:
-    """Decrypt a password-based JWE (PBES2-HS*+A*KW key wrap, A*GCM content) in compact or
-    flattened JSON serialization, as written by ``step crypto jwk create`` / go-jose."""
-    text = serialized.strip()
-    aad_extra = None
-    if text.startswith("{"):
-        try:
-            obj = json.loads(text)
-            protected, encrypted_key = obj["protected"], obj.get("encrypted_key", "")
-            iv, ciphertext, tag = obj["iv"], obj["ciphertext"], obj["tag"]
-            aad_extra = obj.get("aad")
-            unprotected = dict(obj.get("unprotected") or {}, **(obj.get("header") or {}))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise JWEError("not a JWE in JSON serialization (needs protected, iv, ciphertext, tag)") from None
-    else:
-        parts = text.split(".")
-        if len(parts) != 5:
-            raise JWEError("not a JWE in compact serialization (five dot-separated parts)")
-        protected, encrypted_key, iv, ciphertext, tag = parts
-        unprotected = {}
-    try:
-        header = dict(unprotected, **json.loads(b64u_decode(protected)))
-        alg, enc = header.get("alg"), header.get("enc")
-        if alg not in _PBES2:
-            raise JWEError("unsupported JWE key management %r (supported: %s)" % (alg, ", ".join(sorted(_PBES2))))
-        if enc not in _GCM:
-            raise JWEError("unsupported JWE content encryption %r (supported: %s)" % (enc, ", ".join(sorted(_GCM))))
-        if header.get("zip"):
-            raise JWEError("compressed JWE content is not supported")
-        p2c = header.get("p2c")
-        if not isinstance(p2c, int) or isinstance(p2c, bool) or not 1 <= p2c <= MAX_PBES2_COUNT:
-            raise JWEError("JWE p2c must be an iteration count between 1 and %d" % MAX_PBES2_COUNT)
-        kek = _pbes2_kek(alg, password, b64u_decode(header.get("p2s", "")), p2c)
-        try:
-            cek = aes_key_unwrap(kek, b64u_decode(encrypted_key))
-        except InvalidUnwrap:
-            raise JWEError("wrong password (the key could not be unwrapped)") from None
-        if len(cek) != _GCM[enc]:
-            raise JWEError("the content key has the wrong length for %s" % enc)
-        aad = protected.encode("ascii") + ((b"." + aad_extra.encode("ascii")) if aad_extra else b"")
-        try:
-            return AESGCM(cek).decrypt(b64u_decode(iv), b64u_decode(ciphertext) + b64u_decode(tag), aad)
-        except InvalidTag:
-            raise JWEError("the JWE was altered (authentication tag mismatch)") from None
-    except JWEError:
-        raise
-    except (ValueError, TypeError, binascii.Error):
-        raise JWEError("the JWE is malformed") from None
-
-
-def jwe_encrypt(plaintext: bytes, password: bytes, p2c: int = 100_000, content_type: str = "jwk+json") -> str:
-    """PBES2-HS256+A128KW / A256GCM compact JWE, the format ``step crypto jwk create`` writes."""
-    alg, enc = "PBES2-HS256+A128KW", "A256GCM"
-    p2s = os.urandom(16)
-    header = {"alg": alg, "cty": content_type, "enc": enc, "p2c": p2c, "p2s": b64u_encode(p2s)}
-    protected = b64u_encode(json.dumps(header, separators=(",", ":")).encode("utf-8"))
-    cek, iv = os.urandom(32), os.urandom(12)
-    wrapped = aes_key_wrap(_pbes2_kek(alg, password, p2s, p2c), cek)
-    sealed = AESGCM(cek).encrypt(iv, plaintext, protected.encode("ascii"))
-    return ".".join([protected, b64u_encode(wrapped), b64u_encode(iv), b64u_encode(sealed[:-16]),
-                     b64u_encode(sealed[-16:])])
-
-
-def generate_provisioner_key(password: Optional[str] = None, kind: str = "EC") -> Tuple[Dict[str, Any], str]:
-    """A new provisioner key: (public JWK for ca.json, private key file content).
-
-    The file content is the encrypted compact JWE when ``password`` is given, else plain JSON.
-    """
-    if kind == "EC":
-        key = ec.generate_private_key(ec.SECP256R1())
-    elif kind == "OKP":
-        key = ed25519.Ed25519PrivateKey.generate()
-    elif kind == "RSA":
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    else:
-        raise ValueError("kind must be EC, OKP or RSA")
-    jwk = jwk_from_private_key(key)
-    data = json.dumps(jwk, indent=2).encode("utf-8")
-    content = jwe_encrypt(data, password.encode("utf-8")) if password else data.decode("utf-8")
-    return public_jwk(jwk), content
-
-
-_KEY_CACHE: Dict[Tuple[Any, ...], Dict[str, Any]] = {}
-_KEY_CACHE_LOCK = threading.Lock()
-
-
-def load_provisioner_jwk(path: str, password: Optional[str]) -> Dict[str, Any]:
-    """Read the provisioner's private JWK: plain JSON, or a JWE (compact or JSON) with ``password``.
-
-    Decrypting costs one PBKDF2 (100,000 rounds with step's defaults), so the result is cached per
-    (file identity, password hash) for the frontdoors of one process that share the key.
-    """
-    try:
-        stat = os.stat(path)
-        with open(path, "r", encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise StepCAConfigError("cannot read the provisioner key file %s: %s" % (path, exc.strerror)) from None
-    cache_key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size,
-                 hashlib.sha256((password or "").encode("utf-8")).hexdigest())
-    with _KEY_CACHE_LOCK:
-        if cache_key in _KEY_CACHE:
-            return dict(_KEY_CACHE[cache_key])
-    text = text.strip()
-    jwk = None
-    if text.startswith("{"):
-        try:
-            obj = json.loads(text)
-        except ValueError:
-            raise StepCAConfigError("the provisioner key file %s is not valid JSON" % path) from None
-        if isinstance(obj, dict) and "kty" in obj:
-            jwk = obj
-    if jwk is None:
+        plain = json.loads(text)
+    except ValueError:
+        plain = None
+    if not (isinstance(plain, dict) and "kty" in plain):
         if not password:
             raise StepCAConfigError(
                 "the provisioner key file %s is encrypted: set STEP_PROVISIONER_PASSWORD (or stepCa "
                 "provisionerPassword / provisionerPasswordFile)" % path
             )
         try:
-            jwk = json.loads(jwe_decrypt(text, password.encode("utf-8")))
-        except JWEError as exc:
-            raise StepCAConfigError("cannot decrypt the provisioner key file %s: %s" % (path, exc)) from None
-        except ValueError:
-            raise StepCAConfigError("the provisioner key file %s does not decrypt to a JSON JWK" % path) from None
-    if not isinstance(jwk, dict) or "d" not in jwk:
+            text = _decrypt_key_file(text, password).decode("utf-8")
+        except (JWException, ValueError, TypeError) as exc:
+            raise StepCAConfigError(
+                "cannot decrypt the provisioner key file %s: wrong password, or not the file 'step crypto jwk "
+                "create' wrote (%s)" % (path, _short(exc, 160))
+            ) from None
+    try:
+        key = jwk.JWK.from_json(text)
+    except (JWException, ValueError, TypeError) as exc:
+        raise StepCAConfigError("the provisioner key file %s holds no usable JWK (%s)" % (path, _short(exc, 160))) \
+            from None
+    if not key.has_private:
         raise StepCAConfigError(
             "the provisioner key file %s holds no private JWK (a public key? use the file written by "
             "'step crypto jwk create' for the private key)" % path
         )
-    with _KEY_CACHE_LOCK:
-        _KEY_CACHE[cache_key] = dict(jwk)
-    return jwk
+    return key
+
+
+def load_provisioner_key(path: str, password: Optional[str]) -> jwk.JWK:
+    """The provisioner's private ``jwk.JWK`` from its file.
+
+    Decrypting costs one PBKDF2 (100,000-600,000 rounds), so the key is cached per (file identity,
+    password hash) for the frontdoors of one process that share it."""
+    try:
+        stat = os.stat(path)
+        with open(path, "r", encoding="utf-8") as handle:
+            text = handle.read().strip()
+    except OSError as exc:
+        raise StepCAConfigError("cannot read the provisioner key file %s: %s" % (path, exc.strerror)) from None
+    except ValueError:
+        raise StepCAConfigError("the provisioner key file %s is not text" % path) from None
+    cache_key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size,
+                 hashlib.sha256((password or "").encode("utf-8")).hexdigest())
+    if cache_key not in _KEY_CACHE:
+        _KEY_CACHE[cache_key] = _read_key_file(path, text, password)
+    return _KEY_CACHE[cache_key]
+
+
+def signing_alg(key: jwk.JWK) -> str:
+    """The JWS algorithm step-ca expects: the key's own ``alg`` (step writes it), else go-jose's default."""
+    return str(key.get("alg") or _DEFAULT_ALGS.get(key.get("crv"), "RS256"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -512,7 +279,7 @@ class StepCASigner(Signer):
         url: str,
         root: str,
         provisioner: str,
-        jwk: Mapping[str, Any],
+        key: jwk.JWK,
         frontdoor_id: str = "default",
         max_certificate_duration: Optional[int] = None,
         timeout: float = 30.0,
@@ -539,13 +306,13 @@ class StepCASigner(Signer):
         self._root_pem = self._root.public_bytes(serialization.Encoding.PEM).decode("ascii")
         self.provisioner = provisioner
         self.frontdoor_id = frontdoor_id
-        self.kid = str(jwk.get("kid") or jwk_thumbprint(jwk))
-        self.alg = _default_alg(jwk)
+        self._key = key
+        self.kid = str(key.get("kid") or key.thumbprint())
+        self.alg = signing_alg(key)
         try:
-            self._key = private_key_from_jwk(jwk)
-            jws_sign(b"probe", self._key, self.alg)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StepCAConfigError("the provisioner key cannot sign: %s" % exc) from None
+            self.one_time_token("/", "probe")  # a d that does not match x/y, or an alg that does not fit the key
+        except (JWException, ValueError, TypeError) as exc:
+            raise StepCAConfigError("the provisioner key cannot sign %s: %s" % (self.alg, _short(exc, 160))) from None
         self.max_certificate_duration = max_certificate_duration
         self.timeout = (min(5.0, timeout), timeout)
         self._session = session or requests.Session()
@@ -576,7 +343,9 @@ class StepCASigner(Signer):
             "exp": now + OTT_LIFETIME,
         }
         claims.update(extra or {})
-        return jwt_encode({"kid": self.kid, "typ": "JWT"}, claims, self._key, self.alg)
+        token = jwt.JWT(header={"alg": self.alg, "kid": self.kid, "typ": "JWT"}, claims=claims)
+        token.make_signed_token(self._key)
+        return token.serialize()
 
     def sign_token(self, request: SignRequest) -> str:
         subject = request.subject
@@ -817,33 +586,22 @@ class StepCASigner(Signer):
 
     def _tls_chain(self) -> List[str]:
         """Before the first certificate, learn the intermediate from step-ca's own TLS chain (its
-        server certificate is issued by the intermediate); step-ca 0.19 has no API for it."""
-        encoding_der = getattr(ssl, "ENCODING_DER", None) or getattr(__import__("_ssl"), "ENCODING_DER", 2)
-        out: List[x509.Certificate] = []
+        server certificate is issued by the intermediate); step-ca 0.19 has no API for it.
+
+        Only Python 3.13+ hands out the verified chain publicly (``SSLSocket.get_verified_chain``);
+        older Pythons learn the chain from the first certificate step-ca issues."""
+        if not hasattr(ssl.SSLSocket, "get_verified_chain"):
+            raise SignerUnavailable("The step-ca CA chain is not known yet: it is learned from the first certificate "
+                                    "issued (Python 3.13+ also reads it from step-ca's TLS handshake).", retry_after=30)
         try:
             context = ssl.create_default_context(cafile=self.root_path)
             with socket.create_connection((self.host, self.port), timeout=self.timeout[0]) as raw:
                 with context.wrap_socket(raw, server_hostname=self.host) as tls:
-                    # public from Python 3.13, private (same behaviour) since 3.10
-                    getter = getattr(tls, "get_verified_chain", None) or getattr(
-                        getattr(tls, "_sslobj", None), "get_verified_chain", None)
-                    certs = getter() if getter is not None else []
-            for item in certs:
-                der = item if isinstance(item, bytes) else item.public_bytes(encoding_der)
-                cert = x509.load_der_x509_certificate(der)
-                try:
-                    if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
-                        out.append(cert)
-                except x509.ExtensionNotFound:
-                    pass
-        except (OSError, ssl.SSLError) as exc:
+                    ders = tls.get_verified_chain()
+        except OSError as exc:  # ssl.SSLError is an OSError
             raise SignerUnavailable("step-ca at %s cannot be reached for its CA chain (%s)."
                                     % (self.base, type(exc).__name__), retry_after=5) from None
-        except (AttributeError, TypeError, ValueError):
-            out = []
-        if not out:
-            raise SignerUnavailable("The step-ca CA chain is not known yet: it is learned from the first certificate "
-                                    "issued (this Python cannot read it from the TLS handshake).")
+        out = [cert for cert in map(x509.load_der_x509_certificate, ders) if _is_ca(cert)]
         if not out or out[-1].subject != out[-1].issuer:
             out.append(self._root)
         if len(out) > 1:
@@ -901,6 +659,13 @@ class StepCASigner(Signer):
 
     def close(self) -> None:
         self._session.close()
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
 
 
 def profile_problem(cert: x509.Certificate, request: SignRequest) -> Optional[str]:
@@ -986,16 +751,16 @@ def build_stepca_signer(config, frontdoor_id: str, options: Mapping[str, Any]) -
     except (FrontdoorError, ValueError, TypeError):
         raise ConfigError("%s: maxCertificateDuration must be a duration (24h) and timeout seconds (0-600]" % where) from None
     try:
-        jwk = load_provisioner_jwk(os.path.expanduser(str(opts["provisionerKey"])), password)
+        key = load_provisioner_key(os.path.expanduser(str(opts["provisionerKey"])), password)
         return StepCASigner(
             url=str(opts["url"]), root=os.path.expanduser(str(opts["root"])), provisioner=str(opts["provisioner"]),
-            jwk=jwk, frontdoor_id=frontdoor_id, max_certificate_duration=max_duration, timeout=timeout,
+            key=key, frontdoor_id=frontdoor_id, max_certificate_duration=max_duration, timeout=timeout,
         )
     except StepCAConfigError as exc:
         raise ConfigError("%s: %s" % (where, exc)) from None
 
 
 __all__ = [
-    "CLAIM", "StepCASigner", "build_stepca_signer", "generate_provisioner_key", "jwe_decrypt", "jwe_encrypt",
-    "jwk_thumbprint", "jws_verify", "load_provisioner_jwk", "x509_template", "x509_template_text",
+    "CLAIM", "StepCASigner", "build_stepca_signer", "load_provisioner_key", "signing_alg", "x509_template",
+    "x509_template_text",
 ]
