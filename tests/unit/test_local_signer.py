@@ -76,6 +76,11 @@ def test_sign(tmp_path, kind, key_encipherment):
     assert list(ext.get_extension_for_class(x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.CLIENT_AUTH]
     assert {e.oid for e in ext} == {x509.BasicConstraints.oid, x509.KeyUsage.oid, x509.ExtendedKeyUsage.oid,
                                     x509.SubjectKeyIdentifier.oid, x509.AuthorityKeyIdentifier.oid}
+    assert ext.get_extension_for_class(x509.SubjectKeyIdentifier).value == \
+        x509.SubjectKeyIdentifier.from_public_key(request.csr.public_key())
+    issuer_ski = load_cert(signer.ca_chain()[0]).extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    assert ext.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier == issuer_ski.digest
+    assert issued.certificate == cert  # the parsed certificate handed to the service is the one in the PEM
 
 
 def test_sign_with_only_a_common_name(tmp_path):
