@@ -131,7 +131,8 @@ class SignRequest:
         return self.public_key if self.public_key is not None else self.csr.public_key()
 
     def spki(self) -> bytes:
-        """The public key as SubjectPublicKeyInfo DER (encoded once: hash, signer and check share it)."""
+        """The public key as SubjectPublicKeyInfo DER: what the token records (as a hash) and what the
+        issued certificate's key is compared with."""
         if self.public_key_der is None:
             from .csr import public_key_der  # csr imports this module
 
