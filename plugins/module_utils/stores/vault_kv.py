@@ -53,13 +53,12 @@ import dataclasses
 import datetime as _dt
 import re
 import threading
-import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import FrontdoorError, StoreUnavailable
 from ..model import STATE_REDEEMED, UTC, CertificateRecord, Page, Subject, TokenRecord
-from ..vault.client import VaultClient, hvac_exc, is_cas_mismatch, shared_client  # hvac: imported when first needed
+from ..vault.client import VaultClient, hvac_exc, is_cas_mismatch, shared_client
 from .base import TokenStore
 
 _WORKERS = 8
@@ -167,7 +166,6 @@ class VaultKVStore(TokenStore):
     def __init__(self, client: VaultClient, mount: str, prefix: str):
         self.client = client
         self.mount = mount
-        self._mount_url = urllib.parse.quote(mount)
         self.prefix = prefix.strip("/")
         self._lock = threading.Lock()
         self._bases: Dict[str, int] = {}  # hash -> KV version offset (immutable per key)
@@ -181,19 +179,12 @@ class VaultKVStore(TokenStore):
     def _p(self, *parts: str) -> str:
         return "/".join((self.prefix,) + parts)
 
-    def _data_url(self, path: str) -> str:
-        """The KV v2 data URL of ``path``, quoted as hvac quotes it (for the lean transport)."""
-        if _URL_SAFE.match(path) is None:  # hex hashes, ids and base64url names never need quoting
-            path = urllib.parse.quote(path)
-        return "/v1/%s/data/%s" % (self._mount_url, path)
-
     def _read(self, path: str) -> Optional[Tuple[Dict[str, Any], int]]:
         def run(c):
             return c.secrets.kv.v2.read_secret_version(path=path, mount_point=self.mount, raise_on_deleted_version=True)
 
         try:
-            response = self.client.call(run, StoreUnavailable, "reading the token store", idempotent=True,
-                                        fast=("GET", self._data_url(path), None))
+            response = self.client.call(run, StoreUnavailable, "reading the token store")
         except hvac_exc.InvalidPath:
             return None
         except hvac_exc.InvalidRequest as exc:
@@ -205,9 +196,8 @@ class VaultKVStore(TokenStore):
         def run(c):
             return c.secrets.kv.v2.create_or_update_secret(path=path, secret=data, cas=cas, mount_point=self.mount)
 
-        body = {"options": {} if cas is None else {"cas": cas}, "data": data}
         try:
-            self.client.call(run, StoreUnavailable, "writing the token store", fast=("POST", self._data_url(path), body))
+            self.client.call(run, StoreUnavailable, "writing the token store")
         except hvac_exc.InvalidRequest as exc:
             if is_cas_mismatch(exc):
                 return False
@@ -227,7 +217,7 @@ class VaultKVStore(TokenStore):
             return c.secrets.kv.v2.delete_metadata_and_all_versions(path=path, mount_point=self.mount)
 
         try:
-            self.client.call(run, StoreUnavailable, "deleting from the token store", idempotent=True)
+            self.client.call(run, StoreUnavailable, "deleting from the token store")
         except hvac_exc.InvalidPath:
             pass
         except hvac_exc.InvalidRequest as exc:
@@ -238,7 +228,7 @@ class VaultKVStore(TokenStore):
             return c.secrets.kv.v2.list_secrets(path=path, mount_point=self.mount)
 
         try:
-            response = self.client.call(run, StoreUnavailable, "listing the token store", idempotent=True)
+            response = self.client.call(run, StoreUnavailable, "listing the token store")
         except hvac_exc.InvalidPath:
             return []
         except hvac_exc.InvalidRequest as exc:
@@ -708,7 +698,6 @@ class VaultKVStore(TokenStore):
 
 
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
-_URL_SAFE = re.compile(r"[A-Za-z0-9._~/-]*\Z")  # what urllib.parse.quote leaves as it is
 
 
 def _is_hex64(value: str) -> bool:
