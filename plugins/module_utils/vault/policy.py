@@ -13,7 +13,7 @@ paths the store and the signers use, with exactly the capabilities they use:
 * each PKI mount used by a Vault signer: ``update`` on ``sign/<role>`` (the roles the signer may
   use: ``frontdoor-*`` when it manages roles, else the configured role or template prefix),
   ``update`` on ``roles/frontdoor-*`` when it manages roles (role writes are updates, new or not), ``update`` on
-  ``revoke``. The CA chain and the CRL (``cert/ca_chain``, ``crl``) are unauthenticated endpoints: no grant needed.
+  ``revoke``. The CA chain and the CRL (``ca_chain``, ``crl/pem``) are unauthenticated endpoints: no grant needed.
 """
 
 from __future__ import annotations
