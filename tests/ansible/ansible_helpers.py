@@ -41,5 +41,8 @@ def failed_with(result: Dict[str, Any], code: str) -> str:
     assert result.get("failed") is True, "expected a failure with %s, got %r" % (code, result)
     assert result.get("error_code") == code, "expected %s, got %s: %s" % (code, result.get("error_code"),
                                                                           result.get("msg"))
-    assert "Traceback" not in result.get("msg", "") and not result.get("exception")
+    # A crash has no error_code; a handled failure must not quote a traceback in its message. (Since ansible-core
+    # 2.19 the controller itself fills ``exception`` of every failed result, with a traceback only when
+    # DISPLAY_TRACEBACK asks for one, so that field says nothing about the module.)
+    assert "Traceback" not in result.get("msg", "")
     return result["msg"]

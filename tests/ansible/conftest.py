@@ -78,6 +78,9 @@ class Runner:
         if proc.returncode != 0 or not os.path.exists(results_path):
             raise AssertionError("ansible-playbook failed (%d):\n%s\n%s" % (proc.returncode, proc.stdout[-6000:],
                                                                            proc.stderr[-3000:]))
+        warnings = [line for line in (proc.stdout + proc.stderr).splitlines()
+                    if line.startswith(("[WARNING]", "[DEPRECATION WARNING]"))]
+        assert not warnings, "ansible-playbook warned:\n%s" % "\n".join(warnings)
         with open(results_path, encoding="utf-8") as handle:
             return json.load(handle), proc
 
