@@ -24,6 +24,9 @@ def run(cmd, env, cwd=None, timeout=300):
     proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
     assert proc.returncode == 0, "%s failed (%d):\n%s\n%s" % (cmd[0], proc.returncode, proc.stdout[-5000:],
                                                                proc.stderr[-3000:])
+    warnings = [line for line in (proc.stdout + proc.stderr).splitlines()
+                if line.startswith(("[WARNING]", "[DEPRECATION WARNING]"))]
+    assert not warnings, "%s warned:\n%s" % (cmd[0], "\n".join(warnings))
     return proc
 
 
