@@ -58,6 +58,10 @@ class Gateway:
                 continue
         return found
 
+    def workers_started(self) -> int:
+        with open(self.log_path, "r", encoding="utf-8", errors="replace") as handle:
+            return handle.read().count("Application startup complete")
+
     def cpu_seconds(self) -> float:
         """User + system CPU time used so far by the server processes (to report server CPU per request)."""
         return sum(process_cpu_seconds(pid) for pid in self.pids())
@@ -131,10 +135,10 @@ def start_gateway(state_dir: str, config: Optional[dict] = None, workers: int = 
         except requests.RequestException:
             ok = False
         if ok:
-            # With several workers the first answer comes from the first worker up: give the others a moment.
+            # With several workers the first answer comes from the first worker up: wait until every worker
+            # has said so in the log (uvicorn logs "Application startup complete" once per worker).
             healthy_since = healthy_since or time.monotonic()
-            if workers <= 1 or len(gateway.pids()) >= workers or time.monotonic() - healthy_since > 3:
-                time.sleep(0.3 if workers > 1 else 0)
+            if workers <= 1 or gateway.workers_started() >= workers or time.monotonic() - healthy_since > 10:
                 return gateway
         if time.monotonic() > deadline:
             gateway.stop()
