@@ -5,38 +5,59 @@
 
 Callers pass named fields only; a secret has no field to go in, and every string
 is passed through ``redact`` anyway in case a message quotes one.
+
+The file is written by the standard library's ``WatchedFileHandler``: it notices when logrotate
+renames the file and opens a new one by name before the next line, so no line is lost and
+``copytruncate`` is not needed. Lines are appended (O_APPEND) and flushed one by one, so lines
+of several processes interleave whole.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import logging.handlers
 import os
 import sys
-import threading
-import time
-from typing import IO, Optional
+from typing import IO, List, Optional
 
 from .model import isoformat, utcnow
-from .process import PID  # the pid without a system call per line (refreshed after fork)
 from .tokens import redact
 
-#: seconds an open audit file is written before it is opened again by name (see AuditLog._fd)
-REOPEN_AFTER = 1.0
+
+class _JsonLines(logging.Formatter):
+    """The record's message is the event dict; the line is its JSON."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(record.msg, separators=(",", ":"), default=str)
 
 
-# json.dumps with keyword arguments builds a new encoder per call; this is the same one, made once.
-_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+class _AuditFile(logging.handlers.WatchedFileHandler):
+    """The audit file: private to its owner, and failing closed."""
+
+    def reopenIfNeeded(self) -> None:
+        # Created here, before the handler would create it with the process umask: 0600, like the state.
+        if not os.path.exists(self.baseFilename):
+            os.close(os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        super().reopenIfNeeded()
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        # A line that cannot be written fails the action it records (logging's default only prints).
+        raise  # re-raises: logging calls this from inside its except block
 
 
 class AuditLog:
     def __init__(self, path: Optional[str] = None, stream: Optional[IO[str]] = None):
         self.path = path
         self.stream = stream
-        self._lock = threading.Lock()
-        self._file = None  # (fd, pid, opened at): see _fd
+        self._handlers: List[logging.Handler] = []
         if path:
-            directory = os.path.dirname(os.path.abspath(path))
-            os.makedirs(directory, exist_ok=True)
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self._handlers.append(_AuditFile(path, encoding="utf-8", delay=True))
+        if stream is not None:
+            self._handlers.append(logging.StreamHandler(stream))
+        for handler in self._handlers:
+            handler.setFormatter(_JsonLines())
 
     def emit(self, event: str, **fields) -> dict:
         entry = {"time": isoformat(utcnow()), "event": event}
@@ -44,45 +65,14 @@ class AuditLog:
             if value is None:
                 continue
             entry[key] = redact(value) if isinstance(value, str) else value
-        line = _encode(entry) + "\n"
-        with self._lock:
-            if self.path:
-                # O_APPEND: lines from several processes interleave whole, never torn.
-                os.write(self._fd(), line.encode("utf-8"))
-            if self.stream is not None:
-                try:
-                    self.stream.write(line)
-                    self.stream.flush()
-                except (OSError, ValueError):
-                    pass
+        record = logging.makeLogRecord({"msg": entry, "name": "frontdoor.audit", "levelno": logging.INFO})
+        for handler in self._handlers:
+            handler.handle(record)
         return entry
 
-    def _fd(self) -> int:
-        """The audit file, opened by name again once it has been open REOPEN_AFTER seconds.
-
-        Why not open and close per line: that was two of the system calls of every redemption.
-        Why not keep it open for good: a rotated (renamed) file must be left within a second;
-        lines of that second land in the rotated file, none is lost. A failing open raises
-        here, before the event is reported as done (the trail fails closed, as before).
-        """
-        now = time.monotonic()
-        current = self._file
-        if current is not None:
-            fd, pid, opened = current
-            if pid == PID[0] and now - opened < REOPEN_AFTER:
-                return fd
-            self._file = None
-            if pid == PID[0]:
-                os.close(fd)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        self._file = (fd, PID[0], now)
-        return fd
-
     def close(self) -> None:
-        with self._lock:
-            current, self._file = self._file, None
-            if current is not None and current[1] == PID[0]:
-                os.close(current[0])
+        for handler in self._handlers:
+            handler.close()
 
 
 class NullAudit(AuditLog):

@@ -12,14 +12,13 @@ Redemption is claim -> sign -> record:
   3. the certificate is recorded with a second check-and-set that only succeeds while
      the claim is ours; any failure before that releases the claim.
 
-With a signer that signs in process (the local CA) step 2 is a lock instead of a write: the
-store's per-token lock is held from reading the token to recording the certificate (see
-``_token_lock``), and step 3's check-and-set is the only write.
+The same three steps for every store and signer: the claim is a row (or KV entry) every process
+and host sees, so no lock outside the store is needed, and administrators' changes refuse a
+token with a live claim instead of landing in the middle of a redemption.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as _dt
 import os
@@ -38,7 +37,6 @@ from .audit import AuditLog, NullAudit
 from .errors import FrontdoorError, SignerUnavailable, StoreUnavailable
 from .issued import key_is as _key_is
 from .issued import subject_is as _subject_is
-from .issued import tbs_fields as _tbs_fields
 from .model import (
     STATE_REDEEMED,
     STATUSES,
@@ -47,12 +45,11 @@ from .model import (
     SignRequest,
     Subject,
     TokenRecord,
-    evolve,
     isoformat,
     utcnow,
 )
 from .signers.base import Signer
-from .stores.base import CERTIFICATE_SORT_FIELDS, TOKEN_SORT_FIELDS, LockTimeout, TokenStore
+from .stores.base import CERTIFICATE_SORT_FIELDS, TOKEN_SORT_FIELDS, TokenStore
 from .tokens import (
     CERT_ID_RE,
     TOKEN_ID_RE,
@@ -147,35 +144,6 @@ class FrontdoorService:
                 % (str(token_id)[:64], frontdoor_id),
             )
         return record
-
-    @contextlib.contextmanager
-    def _token_lock(self, frontdoor_id: str, secret_hash: str):
-        """Hold the token's ``store.exclusive`` lock where its frontdoor signs in process (the
-        local CA); yields whether a lock is held.
-
-        With such a signer a redemption holds the lock from reading the token to recording the
-        certificate, instead of writing a claim with a lease (one write less, and a crashed
-        process leaves nothing behind: the lock dies with it). A remote signer may take seconds,
-        so there the claim tells others who is redeeming. Administrators' changes take the same
-        lock, so they land before or after a redemption, never in the middle of one (which would
-        leave a signed certificate that cannot be recorded). The key is the secret's hash, which
-        a redemption knows before it has read the token."""
-        signer = self.signers.get(frontdoor_id)
-        held = self.store.exclusive(secret_hash) if signer is not None and signer.in_process else None
-        if held is None:
-            yield False
-            return
-        try:
-            held.__enter__()
-        except LockTimeout:
-            raise FrontdoorError(
-                "redemption_in_progress", "Another request is redeeming this token right now; retry.",
-                retry_after=1,
-            ) from None
-        try:
-            yield True
-        finally:
-            held.__exit__(None, None, None)
 
     def _expiry(
         self, settings: FrontdoorSettings, now: _dt.datetime, ttl=None, expires_at=None
@@ -282,6 +250,22 @@ class FrontdoorService:
             sort=_sort(sort, TOKEN_SORT_FIELDS),
         )
 
+    def _claim(self, record: TokenRecord, now: _dt.datetime) -> TokenRecord:
+        """``record`` claimed: whoever writes this first (check-and-set) owns the token until the
+        lease ends, and a claim left by a crashed process lapses on its own."""
+        return dataclasses.replace(
+            record, claim_id=os.urandom(16).hex(), claim_until=now + self.claim_lease, version=record.version + 1
+        )
+
+    @staticmethod
+    def _refuse_if_claimed(record: TokenRecord, now: _dt.datetime) -> None:
+        if record.claimed(now):
+            raise FrontdoorError(
+                "redemption_in_progress",
+                "Another request is redeeming this token right now; retry in a few seconds.",
+                retry_after=max(1, int((record.claim_until - now).total_seconds()) + 1),
+            )
+
     def _cas_update(self, frontdoor_id, token_id, change: Callable[[TokenRecord, _dt.datetime], TokenRecord]):
         for _attempt in range(_CAS_ATTEMPTS):
             current = self._token(frontdoor_id, token_id)
@@ -292,20 +276,14 @@ class FrontdoorService:
                     "Token %s was redeemed at %s; a redeemed token cannot be changed. Create a new token."
                     % (current.id, isoformat(current.redeemed_at)),
                 )
-            if current.claimed(now):
-                raise FrontdoorError(
-                    "redemption_in_progress",
-                    "Token %s is being redeemed right now; try again in a few seconds." % current.id,
-                    retry_after=max(1, int((current.claim_until - now).total_seconds()) + 1),
-                )
+            self._refuse_if_claimed(current, now)
             updated = change(dataclasses.replace(current), now)
             updated.claim_id = None
             updated.claim_until = None
             updated.updated_at = now
             updated.version = current.version + 1
-            with self._token_lock(frontdoor_id, current.secret_hash):
-                if self.store.replace_token(updated, current.version):
-                    return updated
+            if self.store.replace_token(updated, current.version):
+                return updated
         raise FrontdoorError("conflict", "Token %s changed repeatedly while being updated; try again." % token_id)
 
     def update_token(self, frontdoor_id: str, token_id: str, changes: dict, actor: str = "unknown") -> TokenRecord:
@@ -371,14 +349,33 @@ class FrontdoorService:
         return record, secret
 
     def delete_token(self, frontdoor_id: str, token_id: str, actor: str = "unknown") -> TokenRecord:
+        """The delete claims the token first, as a redeemer would: so it never removes a token a
+        redemption is signing for (that certificate could not be recorded), and no redemption
+        starts on a token about to go."""
         self.frontdoor(frontdoor_id)
-        record = self._token(frontdoor_id, token_id)
-        with self._token_lock(frontdoor_id, record.secret_hash):
+        record = self._claim_for_delete(frontdoor_id, token_id)
+        try:
             deleted = self.store.delete_token(frontdoor_id, token_id)
+        except Exception:
+            if record.claim_id is not None:
+                self._release(record)
+            raise
         if not deleted:
             raise FrontdoorError("token_not_found", "Token %s was already deleted." % token_id)
         self.audit.emit("token.deleted", actor=actor, frontdoor=frontdoor_id, tokenId=token_id, name=record.name)
         return record
+
+    def _claim_for_delete(self, frontdoor_id: str, token_id: str) -> TokenRecord:
+        for _attempt in range(_CAS_ATTEMPTS):
+            current = self._token(frontdoor_id, token_id)
+            if current.state == STATE_REDEEMED:
+                return current  # final: no redemption will write it again
+            now = self.clock()
+            self._refuse_if_claimed(current, now)
+            claimed = self._claim(current, now)
+            if self.store.replace_token(claimed, current.version):
+                return claimed
+        raise FrontdoorError("conflict", "Token %s changed repeatedly while being deleted; try again." % token_id)
 
     def cleanup(
         self,
@@ -427,13 +424,11 @@ class FrontdoorService:
             key_hash = csrmod.public_key_sha256(public_key, spki)
             requested_subject = csrmod.csr_subject(csr)
             secret_hash = hash_secret(secret)
-            with self._token_lock(settings.id, secret_hash) as locked:
-                record = self._find(settings, secret_hash)
-                token_id = record.id
-                return self._redeem(
-                    settings, record, csr, public_key, key_hash, requested_subject, source, secret_hash, spki,
-                    locked=locked,
-                )
+            record = self._find(settings, secret_hash)
+            token_id = record.id
+            return self._redeem(
+                settings, record, csr, public_key, key_hash, requested_subject, source, secret_hash, spki,
+            )
         except FrontdoorError as exc:
             self.audit.emit(
                 "redemption.refused", frontdoor=str(frontdoor_id)[:64], tokenId=token_id, code=exc.code,
@@ -455,11 +450,8 @@ class FrontdoorService:
 
     def _redeem(
         self, settings, record, csr, public_key, key_hash, requested_subject, source, secret_hash, spki=None,
-        locked: bool = False,
     ) -> Redemption:
-        """Check, claim, sign, check what was signed, record. ``locked``: the caller holds the
-        token's ``store.exclusive`` lock (read under it), so no claim is written; the record's
-        version check still guards against a writer that does not take the lock."""
+        """Check, claim, sign, check what was signed, record."""
         signer = self.signers[settings.id]
         claimed = None
         for _attempt in range(_CAS_ATTEMPTS):
@@ -487,19 +479,9 @@ class FrontdoorService:
                     % isoformat(record.expires_at),
                     details={"expiresAt": isoformat(record.expires_at)},
                 )
-            if record.claimed(now):
-                raise FrontdoorError(
-                    "redemption_in_progress",
-                    "Another request is redeeming this token right now; retry in a few seconds.",
-                    retry_after=max(1, int((record.claim_until - now).total_seconds()) + 1),
-                )
+            self._refuse_if_claimed(record, now)
             subject = csrmod.decide_subject(record.subject, requested_subject)
-            if locked:
-                claimed = record
-                break
-            candidate = evolve(
-                record, claim_id=os.urandom(16).hex(), claim_until=now + self.claim_lease, version=record.version + 1
-            )
+            candidate = self._claim(record, now)
             if self.store.replace_token(candidate, record.version):
                 claimed = candidate
                 break
@@ -531,8 +513,7 @@ class FrontdoorService:
             issued = signer.sign(request)
             cert = self._check_issued(issued, request)
         except Exception as exc:  # noqa: BLE001 - whatever the signer did, the token must survive
-            if not locked:
-                self._release(claimed)
+            self._release(claimed)
             if isinstance(exc, FrontdoorError):
                 raise
             raise SignerUnavailable(
@@ -546,7 +527,7 @@ class FrontdoorService:
             subject=subject, not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
             created_at=done_at, public_key_sha256=key_hash,
         )
-        done = evolve(
+        done = dataclasses.replace(
             claimed, state=STATE_REDEEMED, redeemed_at=done_at, certificate_id=certificate.id,
             public_key_sha256=key_hash, claim_id=None, claim_until=None, updated_at=done_at,
             version=claimed.version + 1,
@@ -560,20 +541,18 @@ class FrontdoorService:
                 recorded = True
             else:
                 self._discard(signer, certificate, "store failed while recording")
-                if not locked:
-                    self._release(claimed)
+                self._release(claimed)
                 if isinstance(exc, FrontdoorError):
                     raise
                 raise StoreUnavailable(
                     "The token store failed while recording the certificate; the token was not used."
                 ) from None
         if not recorded:
-            # Our claim lapsed (signer slower than the lease) or an admin deleted the token meanwhile.
+            # Our claim lapsed (the signer was slower than the lease) and another request took the token.
             self._discard(signer, certificate, "claim lost")
             raise FrontdoorError(
                 "redemption_in_progress",
-                "The token changed while it was being redeemed (the redemption outlived its lease, or a "
-                "writer that does not take the token's lock changed it); retry.",
+                "The token changed while it was being redeemed (the redemption outlived its lease); retry.",
                 retry_after=1,
             )
         self.audit.emit(
@@ -628,10 +607,9 @@ class FrontdoorService:
                 cert = x509.load_pem_x509_certificate(issued.certificate_pem.encode("ascii"))
             except Exception:  # noqa: BLE001
                 refuse("unreadable certificate")
-        fields = _tbs_fields(cert)
-        if not _subject_is(cert, request.subject, fields):
+        if not _subject_is(cert, request.subject):
             refuse("subject differs")
-        if not _key_is(cert, request, fields):
+        if not _key_is(cert, request):
             refuse("public key differs")
         if cert.not_valid_after_utc > request.not_after + _dt.timedelta(seconds=120):
             refuse("validity longer than allowed")

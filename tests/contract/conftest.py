@@ -11,12 +11,12 @@ import dataclasses
 import functools
 import json
 import os
-from typing import Any, Callable, FrozenSet, List
+from typing import Any, Callable, Dict, FrozenSet, List
 
 import pytest
-from frontdoor_pki.config import Config, build_service
+from frontdoor_pki.config import Config, build_service, load_config
 from frontdoor_pki.service import FrontdoorService
-from support.backends import BACKENDS, contract_config, wrap_signer
+from support.backends import BACKENDS, contract_data, wrap_signer
 
 CLAIM_LEASE = 2.0  # seconds: short, so lease tests wait ~2 s rather than the product's 30 s
 FRONTDOORS = [
@@ -31,6 +31,7 @@ class BackendUnderTest:
     name: str
     capabilities: FrozenSet[str]
     config: Config
+    data: Dict[str, Any]  # the configuration file's content behind ``config`` (for child processes)
     services: List[FrontdoorService] = dataclasses.field(default_factory=list)
 
     def has(self, capability: str) -> bool:
@@ -74,7 +75,9 @@ def backend(request, tmp_path):
 
 
 def _under_test(registered, base: Config):
-    under_test = BackendUnderTest(registered.name, registered.capabilities, contract_config(base, FRONTDOORS, CLAIM_LEASE))
+    data = contract_data(base, FRONTDOORS, CLAIM_LEASE)
+    config = load_config(state_dir=base.state_dir, env={}, data=data)
+    under_test = BackendUnderTest(registered.name, registered.capabilities, config, data)
     try:
         yield under_test
     finally:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 from cryptography import x509
-from frontdoor_pki.errors import FrontdoorError, SignerUnavailable
+from frontdoor_pki.errors import FrontdoorError, SignerUnavailable, StoreUnavailable
 from frontdoor_pki.model import utcnow
 from frontdoor_pki.tokens import hash_secret, new_secret
 from support.backends import other_subject, raising
@@ -92,6 +92,7 @@ def test_claim_blocks_others_until_done_and_lapses_after_the_lease(backend, make
         assert error.retry_after is not None and 1 <= error.retry_after <= lease + 1
         assert error_of(fast.update_token, "default", record.id, {"name": "x"}).code == "redemption_in_progress"
         assert error_of(fast.refresh_token, "default", record.id).code == "redemption_in_progress"
+        assert error_of(fast.delete_token, "default", record.id).code == "redemption_in_progress"
         time.sleep(lease + 0.1)  # the slow claim has lapsed, its signer is still busy
         taken = fast.redeem("default", secret, csr(1))
         assert taken.replayed is False
@@ -110,11 +111,7 @@ def test_claim_blocks_others_until_done_and_lapses_after_the_lease(backend, make
 
 def test_refresh_racing_a_redemption_never_lets_the_old_secret_in(backend, make_service):
     """The old secret is looked up, then an administrator refreshes before the claim lands:
-    the redemption must fail rather than claim with the replaced secret.
-
-    On the claim path (the wrapped signer does not sign in process); with the local CA itself a
-    redemption writes no claim and holds the token's lock instead, and a refresh cannot land
-    between lookup and record: tests/integration/test_token_lock.py has that form of this race."""
+    the redemption must fail rather than claim with the replaced secret."""
     service = make_service()
     record, old_secret = service.create_token("default", name="race", common_name="race")
     admin = backend.new_service()
@@ -248,3 +245,23 @@ def test_not_after_is_clamped_to_the_ca_expiry(backend, make_service):
     cert = load_cert(service.redeem("default", secret, csr()).certificate.certificate_pem)
     assert cert.not_valid_after_utc <= limit + _dt.timedelta(seconds=1)
     assert cert.not_valid_after_utc >= limit - _dt.timedelta(minutes=5)
+
+
+def test_a_delete_the_store_fails_releases_its_claim(backend, service):
+    """A delete claims the token before removing it; if the removal fails the claim is released,
+    so the token is not held up for a lease. A redeemed token can be deleted (no claim needed)."""
+    record, secret = service.create_token("default", name="undeletable", common_name="undeletable")
+    real_delete = service.store.delete_token
+
+    def failing_delete(*args):
+        raise StoreUnavailable("connection reset while deleting")
+
+    service.store.delete_token = failing_delete
+    try:
+        assert error_of(service.delete_token, "default", record.id).code == "store_unavailable"
+    finally:
+        service.store.delete_token = real_delete
+    assert not service.get_token("default", record.id).claimed(service.clock())
+    assert service.redeem("default", secret, csr()).replayed is False
+    assert service.delete_token("default", record.id).id == record.id
+    assert error_of(service.get_token, "default", record.id).code == "token_not_found"

@@ -117,6 +117,11 @@ def contract_config(base: Config, frontdoors: List[Mapping[str, Any]], claim_lea
 
     Goes through ``load_config`` again so the contract configuration is validated exactly as a
     user's file would be."""
+    return load_config(state_dir=base.state_dir, env={}, data=contract_data(base, frontdoors, claim_lease))
+
+
+def contract_data(base: Config, frontdoors: List[Mapping[str, Any]], claim_lease: float) -> Dict[str, Any]:
+    """The configuration file's content behind ``contract_config`` (child processes load it too)."""
     if not base.frontdoors:
         raise ValueError("the backend's Config has no frontdoor to take the signer from")
     signer = dict(base.signers[base.frontdoors[0].id])
@@ -130,7 +135,7 @@ def contract_config(base: Config, frontdoors: List[Mapping[str, Any]], claim_lea
     }
     if base.api_tokens:
         data["apiTokens"] = list(base.api_tokens)
-    return load_config(state_dir=base.state_dir, env={}, data=data)
+    return data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,7 +243,8 @@ def other_subject(request: SignRequest) -> SignRequest:
 
 
 __all__ = [
-    "BACKENDS", "Backend", "CAPABILITIES", "WrappedSigner", "blocking", "contract_config", "other_subject",
+    "BACKENDS", "Backend", "CAPABILITIES", "WrappedSigner", "blocking", "contract_config", "contract_data",
+    "other_subject",
     "raising", "register", "sleeping", "wrap_signer",
 ]
 

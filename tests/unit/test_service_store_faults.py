@@ -66,3 +66,28 @@ def test_write_landed_but_answer_lost_is_a_success(service):
     assert stored.revoked_at is None and stored.serial_number == result.certificate.serial_number
     again = service.redeem("default", secret, make_csr(key, cn="x"))
     assert again.replayed and again.certificate.id == result.certificate.id
+
+
+def test_a_database_locked_past_busy_timeout_is_store_unavailable_and_burns_nothing(service, tmp_path):
+    """Another writer holds SQLite's write lock longer than busy_timeout: the redemption answers
+    503 store_unavailable (no traceback, no stall beyond the bound) and the token is as it was."""
+    import sqlite3
+    import time
+
+    record, secret = service.create_token("default", name="locked", common_name="locked.example")
+    service.store.busy_timeout = 0.3
+    service.store.close()  # the next connection takes the shorter timeout
+    blocker = sqlite3.connect(str(tmp_path / "frontdoor.db"), isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    try:
+        with pytest.raises(FrontdoorError) as info:
+            service.redeem("default", secret, make_csr(make_key("p256"), cn="x"))
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert info.value.code == "store_unavailable" and info.value.status == 503 and info.value.retry_after == 1
+    assert time.monotonic() - started < 3
+    stored = service.get_token("default", record.id)
+    assert stored.status() == "active" and stored.version == record.version and stored.claim_id is None
+    assert service.redeem("default", secret, make_csr(make_key("p256"), cn="x")).replayed is False

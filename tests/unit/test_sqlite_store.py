@@ -7,6 +7,8 @@ import datetime as _dt
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 import time
 
@@ -255,3 +257,90 @@ def test_unusable_path_is_store_unavailable(tmp_path):
     with pytest.raises(StoreUnavailable) as info:
         SQLiteStore(str(tmp_path / "dir.db"))
     assert info.value.code == "store_unavailable"
+
+
+def test_cas_after_another_store_changed_the_row(tmp_path):
+    """Two stores on one file (two gateways): a CAS on a version the other already replaced fails,
+    and one on the real version writes every field."""
+    path = str(tmp_path / "frontdoor.db")
+    mine, theirs = SQLiteStore(path), SQLiteStore(path)
+    record = token()
+    mine.create_token(record)
+    seen = mine.find_token_by_hash(record.secret_hash)
+    assert theirs.replace_token(dataclasses.replace(record, name="theirs", version=2), 1)
+    assert not mine.replace_token(dataclasses.replace(seen, name="mine", version=2), 1)
+    current = mine.get_token("default", record.id)
+    assert current.version == 2 and current.name == "theirs"
+    cert = certificate(current)
+    assert mine.record_redemption(dataclasses.replace(redeemed(current, cert), version=3), 2, cert)
+    stored = theirs.get_token("default", record.id)
+    assert (stored.name, stored.state, stored.version, stored.certificate_id) == ("theirs", "redeemed", 3, cert.id)
+    mine.close()
+    theirs.close()
+
+
+def test_a_failed_record_rolls_back_the_token_too(store):
+    """The token CAS and the certificate insert are one transaction: when the insert fails (here a
+    duplicate certificate id) the token is as it was, and the store error is store_unavailable."""
+    first, second = token(name="a"), token(name="b")
+    store.create_token(first)
+    store.create_token(second)
+    cert = certificate(first)
+    assert store.record_redemption(redeemed(first, cert), 1, cert)
+    clash = dataclasses.replace(certificate(second), id=cert.id)
+    with pytest.raises(StoreUnavailable):
+        store.record_redemption(redeemed(second, clash), 1, clash)
+    stored = store.get_token("default", second.id)
+    assert stored.version == 1 and stored.state == "active" and stored.certificate_id is None
+    assert store.replace_token(dataclasses.replace(stored, name="b2", version=2), 1)  # the connection is usable
+
+
+def test_wal_is_checkpointed_by_sqlite_itself(tmp_path):
+    """No checkpoint thread: SQLite's automatic checkpoint (wal_autocheckpoint, default 1000 pages)
+    keeps the WAL bounded however many commits there are."""
+    path = str(tmp_path / "frontdoor.db")
+    store = SQLiteStore(path)
+    assert store._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] > 0
+    for n in range(3000):
+        store.create_token(token(name="t%d" % n))
+    assert os.path.getsize(path + "-wal") < 8 * 1024 * 1024
+    assert store.list_tokens("default", now=NOW).total == 3000
+    store.close()
+
+
+def test_a_forked_child_opens_its_own_connection(store):
+    record = token()
+    store.create_token(record)
+    parent_conn = store._conn()
+    pid = os.fork()
+    if pid == 0:  # the child: exit status says whether it wrote through a connection of its own
+        try:
+            ok = store._conn() is not parent_conn and store.replace_token(
+                dataclasses.replace(record, name="from-child", version=2), 1)
+            os._exit(0 if ok else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.get_token("default", record.id).name == "from-child"
+    assert store._conn() is parent_conn
+
+
+def test_processes_opening_a_fresh_database_together_all_get_wal(tmp_path):
+    path = str(tmp_path / "fresh.db")
+    go = str(tmp_path / "go")
+    child = (
+        "import os, sys, time\n"
+        "from frontdoor_pki.stores.sqlite import SQLiteStore\n"
+        "while not os.path.exists(sys.argv[2]): time.sleep(0.001)\n"
+        "SQLiteStore(sys.argv[1]).ping()\n"
+    )
+    children = [subprocess.Popen([sys.executable, "-c", child, path, go], stderr=subprocess.PIPE) for _ in range(8)]
+    time.sleep(0.3)
+    open(go, "w").close()
+    for process in children:
+        assert process.wait(60) == 0, process.stderr.read()
+        process.stderr.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2

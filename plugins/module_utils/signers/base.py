@@ -22,10 +22,6 @@ from ..model import CertificateRecord, IssuedCertificate, SignRequest
 class Signer(abc.ABC):
     #: short name for audit lines and health output
     kind = "abstract"
-    #: True when ``sign`` runs in this process and always ends within milliseconds (no network,
-    #: no human): the service may then hold the token's store lock through it instead of
-    #: writing a claim with a lease (see ``TokenService.redeem``).
-    in_process = False
 
     @abc.abstractmethod
     def sign(self, request: SignRequest) -> IssuedCertificate:

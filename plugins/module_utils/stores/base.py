@@ -36,10 +36,6 @@ CERTIFICATE_SORT_FIELDS = {
 }
 
 
-class LockTimeout(Exception):
-    """``exclusive(key)`` waited its bound and the key was still held."""
-
-
 class TokenStore(abc.ABC):
     """Persistence of tokens and issued certificates for any number of frontdoors."""
 
@@ -125,13 +121,6 @@ class TokenStore(abc.ABC):
     @abc.abstractmethod
     def revoked_serials(self, frontdoor_id: str) -> Iterable[Tuple[str, _dt.datetime]]:
         """(serial hex, revoked_at) of every revoked certificate: the local CA's CRL input."""
-
-    def exclusive(self, key: str):
-        """A context manager that holds ``key`` exclusively across every thread and process
-        using this store (waiting a bounded time; ``LockTimeout`` past it), or None where the
-        store cannot offer that (e.g. a store shared by hosts). The service then writes a claim
-        with a lease instead."""
-        return None
 
     def ping(self) -> None:
         """Raise StoreUnavailable if the store cannot serve requests (health checks)."""
