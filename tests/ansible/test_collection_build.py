@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 
 import pytest
 from ansible_helpers import BIN, ROOT, ansible_env
@@ -152,3 +153,20 @@ all:
         assert t["name"] in ("web1", "web2")
     assert "crt_" not in first.stdout + second.stdout
     assert "crt_" not in log.replace("crt_[REDACTED]", "")
+
+
+def test_cleanup_playbook_through_a_gateway(collections_dir, tmp_path):
+    """playbooks/cleanup-tokens.yml as its header says to run it: FRONTDOOR_URL and FRONTDOOR_API_TOKEN only."""
+    with run_gateway(str(tmp_path / "gw")) as gw:
+        assert gw.create_token(name="stale", commonName="stale", ttl="1s").status_code == 201
+        assert gw.create_token(name="waiting", commonName="waiting", ttl="1h").status_code == 201
+        time.sleep(1.5)
+        env = ansible_env(collections_dir, str(tmp_path), {"FRONTDOOR_URL": gw.url,
+                                                           "FRONTDOOR_API_TOKEN": gw.admin_token})
+        proc = run([os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                    "-e", "ansible_python_interpreter=%s" % sys.executable, "-e", "frontdoor_cleanup_age=0s",
+                    os.path.join(ROOT, "playbooks", "cleanup-tokens.yml")], env)
+        left = gw.request("GET", "/frontdoor/default/certificate-request-tokens").json()
+    assert "Removed 1 token(s)" in proc.stdout
+    assert '"waiting"' in proc.stdout.split("Show them")[-1]  # the token still pending is listed
+    assert [t["name"] for t in left["content"]] == ["waiting"]
