@@ -148,7 +148,6 @@ def subject_name(subject: Subject) -> x509.Name:
 
 class LocalCASigner(Signer):
     kind = "local"
-    in_process = True
 
     def __init__(self, state_dir: str, frontdoor_id: str):
         self.frontdoor_id = frontdoor_id
