@@ -659,8 +659,17 @@ class FrontdoorService:
         return self.get_certificate(frontdoor_id, certificate_id)
 
     def ca_chain(self, frontdoor_id: str) -> List[str]:
+        """The signer's chain; where the signer cannot tell it right now (step-ca on Python < 3.13 learns its
+        intermediate only from a certificate it issued, and a restarted gateway has issued none yet), the chain
+        recorded with this frontdoor's latest certificate, which that signer returned."""
         self.frontdoor(frontdoor_id)
-        return self.signers[frontdoor_id].ca_chain()
+        try:
+            return self.signers[frontdoor_id].ca_chain()
+        except SignerUnavailable:
+            latest = self.store.list_certificates(frontdoor_id, page=0, size=1, sort=("created_at", "desc"))
+            if latest.items and latest.items[0].ca_chain:
+                return list(latest.items[0].ca_chain)
+            raise
 
     def crl(self, frontdoor_id: str) -> bytes:
         self.frontdoor(frontdoor_id)

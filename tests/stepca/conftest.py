@@ -26,8 +26,8 @@ def make_service(tmp_path):
     """make_service(ca, **stepCa overrides) -> FrontdoorService on a fresh state dir; closed after the test."""
     made = []
 
-    def factory(ca: StepCA, **overrides):
-        service = build_service(stepca_config(ca, str(tmp_path / ("state%d" % len(made))), **overrides))
+    def factory(ca: StepCA, state_dir=None, **overrides):
+        service = build_service(stepca_config(ca, state_dir or str(tmp_path / ("state%d" % len(made))), **overrides))
         made.append(service)
         return service
 

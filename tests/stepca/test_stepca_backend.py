@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import ipaddress
+import os
 import ssl
 
 import pytest
@@ -72,6 +73,9 @@ def test_ca_chain_before_and_after_the_first_certificate(stepca, make_service):
     _, secret = new_token(service, common_name="chain.example")
     service.redeem("default", secret, make_csr(shared_key("p256", 14), cn="chain.example"))
     assert [load_cert(p) for p in service.ca_chain("default")] == expected
+    # a restarted gateway (a new signer on the same state) answers from the chain recorded with that certificate
+    restarted = make_service(stepca, state_dir=os.path.dirname(service.store.path))
+    assert [load_cert(p) for p in restarted.ca_chain("default")] == expected
 
 
 def test_csr_subject_differs_from_the_token_and_the_token_wins(service):
