@@ -128,7 +128,8 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         announced = Headers(scope=scope).get("content-length", "")
-        if announced.isdigit() and int(announced) > self.limit:
+        # ASCII digits only ('²'.isdigit() is true), and a length past 9 digits is over any limit without int()
+        if announced.isascii() and announced.isdigit() and (len(announced) > 9 or int(announced) > self.limit):
             return await _too_large(self.limit)(scope, receive, send)
         received = 0
 

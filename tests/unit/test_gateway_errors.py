@@ -51,3 +51,33 @@ def test_unexpected_error_is_a_500_body_and_a_redacted_log(tmp_path, monkeypatch
     logged = stream.getvalue()
     assert "Traceback" in logged and "RuntimeError: engine bug" in logged
     assert secret not in logged and "crt_[REDACTED]" in logged
+
+
+def _call_with_content_length(value: bytes):
+    """Drive BodyLimitMiddleware as an ASGI server would, with a Content-Length header the HTTP parser let through."""
+    from frontdoor_gateway.app import BodyLimitMiddleware
+
+    reached, sent = [], []
+
+    async def inner(scope, receive, send):
+        reached.append(True)
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive():
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": [(b"content-length", value)]}
+    asyncio.run(BodyLimitMiddleware(inner, 65536)(scope, receive, send))
+    return reached, sent[0]["status"]
+
+
+def test_body_limit_reads_only_plain_ascii_content_lengths():
+    assert _call_with_content_length(b"5" * 5000)[1] == 413  # a huge number: over the limit, no int() of it
+    assert _call_with_content_length(b"65537")[1] == 413
+    assert _call_with_content_length(b"2") == ([True], 204)
+    # '\u00b2' ('²') is a digit to str.isdigit() but not to int(): not a length, left to the body's own count
+    assert _call_with_content_length("\u00b2".encode("latin-1")) == ([True], 204)
