@@ -330,6 +330,6 @@ def connect(module) -> Backend:
 def validate_expiry(ttl, expires_at) -> None:
     """Check ttl/expires_at locally so that check mode reports the same errors as a real run."""
     if ttl is not None:
-        parse_duration(ttl if not str(ttl).isdigit() else int(ttl), "ttl")
+        parse_duration(ttl, "ttl")  # it takes "3600" as well as 3600, and refuses what int() would choke on
     if expires_at is not None:
         parse_timestamp(expires_at, "expires_at")

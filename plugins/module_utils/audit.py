@@ -43,7 +43,11 @@ class _AuditFile(logging.handlers.WatchedFileHandler):
 
     def handleError(self, record: logging.LogRecord) -> None:
         # A line that cannot be written fails the action it records (logging's default only prints).
-        raise  # re-raises: logging calls this from inside its except block
+        # logging calls this from inside emit()'s except block: re-raise what failed there.
+        failure = sys.exc_info()[1]
+        if failure is None:
+            return super().handleError(record)
+        raise failure
 
 
 class AuditLog:

@@ -8,9 +8,7 @@ the gateway client and the modules (``error_code`` in ``fail_json``) can never
 disagree about what a failure means.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 # code -> HTTP status
 ERROR_STATUS = {

@@ -88,7 +88,7 @@ def normalise_age(value):
     text = str(value).strip() if value is not None else ""
     if text in ("", "0", "0s"):
         return "0s"
-    parse_duration(int(text) if text.isdigit() else text, "older_than")
+    parse_duration(text, "older_than")
     return text
 
 

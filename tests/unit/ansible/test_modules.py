@@ -101,8 +101,9 @@ def test_ttl_and_expires_at_are_mutually_exclusive(run_module, state):
     assert "mutually exclusive" in result["msg"]
 
 
-def test_bad_ttl_fails_with_invalid_request_even_in_check_mode(run_module, state):
-    result = run_module("certificate_request_token", token_args(state, ttl="soon"), check_mode=True)
+@pytest.mark.parametrize("ttl", ["soon", "\u00b2", "9" * 5000])  # '²' passes str.isdigit() but not int()
+def test_bad_ttl_fails_with_invalid_request_even_in_check_mode(run_module, state, ttl):
+    result = run_module("certificate_request_token", token_args(state, ttl=ttl), check_mode=True)
     assert result["failed"] is True and result["error_code"] == "invalid_request"
     assert "ttl" in result["msg"]
 
@@ -146,8 +147,9 @@ def test_cleanup_check_mode_then_real(run_module, state):
     assert info(run_module, state) == []
 
 
-def test_cleanup_rejects_a_bad_age(run_module, state):
-    result = run_module("certificate_request_token_cleanup", dict(state_dir=state, older_than="a while"))
+@pytest.mark.parametrize("age", ["a while", "\u00b2", "9" * 5000])
+def test_cleanup_rejects_a_bad_age(run_module, state, age):
+    result = run_module("certificate_request_token_cleanup", dict(state_dir=state, older_than=age))
     assert result["failed"] is True and result["error_code"] == "invalid_request"
 
 
