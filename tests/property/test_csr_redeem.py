@@ -3,7 +3,7 @@
 A CSR is the one structured, signed, binary thing a stranger sends us. Whatever it holds, the
 redemption either issues one certificate or fails with a 4xx FrontdoorError, and a refused
 redemption leaves the token redeemable. The CSRs are built with a test-only DER writer
-(odd_der.py) so their subjects can hold any ASN.1 type while their signatures still verify.
+(support/odd_der.py) so their subjects can hold any ASN.1 type while their signatures still verify.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from frontdoor_pki.errors import ERROR_STATUS, FrontdoorError
 from frontdoor_pki.tokens import new_secret
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-from odd_der import ODD_TAGS, STRING_TAGS, encode_string, name, odd_csr, pem, request_info, signed_request
 from support.crypto import make_csr, shared_key
+from support.odd_der import ODD_TAGS, STRING_TAGS, encode_string, name, odd_csr, pem, request_info, signed_request
 
 KEY = shared_key("p256", 7)  # the odd CSRs' key; the good CSR after a refusal uses another one
 GOOD_CSR = make_csr(shared_key("p256", 8), cn="good-after-refusal")

@@ -13,9 +13,9 @@ import threading
 import time
 
 import requests
-from odd_der import BMP, INTEGER, UTF8, odd_csr
 from support.crypto import make_csr, shared_key
 from support.gateway import run_gateway
+from support.odd_der import BMP, INTEGER, UTF8, odd_csr
 
 TOKENS = "/frontdoor/default/certificate-request-tokens"
 CERTS = "/frontdoor/default/client-certificates"

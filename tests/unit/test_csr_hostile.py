@@ -1,39 +1,30 @@
 """Hostile CSRs: whatever ASN.1 a client sends, redeeming answers invalid_csr (a 400), never another
 error, and a real token stays redeemable.
 
-The requests are DER written by hand here (pyasn1/asn1crypto are not installed and cryptography
-will not encode most of these), then properly signed with the key they carry, so only the odd
+The requests are DER written with the tests' own writer (support/odd_der.py: pyasn1/asn1crypto are not
+installed and cryptography will not encode most of these), then properly signed with the key they carry, so only the odd
 part is odd: a subject value of a non-string type, bad UTF-8, an empty RDN, an unknown or broken
 public key, trailing bytes, a truncated body.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, x25519
+from cryptography.hazmat.primitives.asymmetric import dsa, x25519
 from cryptography.x509.oid import NameOID
 from frontdoor_pki.config import build_service, load_config
 from frontdoor_pki.csr import csr_subject, load_csr_and_key
 from frontdoor_pki.errors import FrontdoorError
 from frontdoor_pki.tokens import new_secret
 from support.crypto import make_csr, shared_key
+from support.odd_der import pem, signed_request, tlv
 
 CN_OID = b"\x06\x03\x55\x04\x03"
-ECDSA_SHA256 = bytes.fromhex("300a06082a8648ce3d040302")
 UTF8, PRINTABLE, TELETEX, IA5, BMP, UNIVERSAL = 0x0C, 0x13, 0x14, 0x16, 0x1E, 0x1C
-
-
-def tlv(tag: int, content: bytes) -> bytes:
-    n = len(content)
-    if n < 0x80:
-        return bytes([tag, n]) + content
-    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(size)]) + size + content
 
 
 def name(*values: bytes, oid: bytes = CN_OID) -> bytes:
@@ -48,14 +39,7 @@ def spki_of(key) -> bytes:
 def csr_der(subject: bytes, spki: bytes = b"", attributes: bytes = b"\xa0\x00") -> bytes:
     """A PKCS#10 request signed with the shared P-256 key (whose key it carries unless ``spki``)."""
     key = shared_key("p256")
-    info = tlv(0x30, b"\x02\x01\x00" + subject + (spki or spki_of(key)) + attributes)
-    signature = key.sign(info, ec.ECDSA(hashes.SHA256()))
-    return tlv(0x30, info + ECDSA_SHA256 + tlv(0x03, b"\x00" + signature))
-
-
-def pem(der: bytes) -> str:
-    return "-----BEGIN CERTIFICATE REQUEST-----\n%s-----END CERTIFICATE REQUEST-----\n" % (
-        base64.encodebytes(der).decode("ascii"))
+    return signed_request(tlv(0x30, b"\x02\x01\x00" + subject + (spki or spki_of(key)) + attributes), key)
 
 
 def curve_point_off_the_curve() -> bytes:

@@ -1,7 +1,7 @@
 """TEST-ONLY DER builder for PKCS#10 requests whose subject holds any ASN.1 type.
 
 cryptography's public API only writes subjects it considers valid (string types it knows, with
-values that encode), and pyasn1 is not installed, so the property tests build the
+values that encode), and pyasn1 is not installed, so the hostile-CSR tests (unit and property) build the
 CertificationRequestInfo here and sign it with a real key (cryptography), giving a request whose
 signature verifies and whose subject is as odd as we like. It writes definite-length DER and
 nothing else; it parses nothing and must never be used outside tests.
