@@ -659,9 +659,9 @@ class FrontdoorService:
         return self.get_certificate(frontdoor_id, certificate_id)
 
     def ca_chain(self, frontdoor_id: str) -> List[str]:
-        """The signer's chain; where the signer cannot tell it right now (step-ca on Python < 3.13 learns its
-        intermediate only from a certificate it issued, and a restarted gateway has issued none yet), the chain
-        recorded with this frontdoor's latest certificate, which that signer returned."""
+        """The signer's chain; where the signer cannot tell it right now (step-ca learns its intermediate only
+        from a certificate it issued, and a restarted gateway has issued none yet), the chain recorded with this
+        frontdoor's latest certificate, which that signer returned."""
         self.frontdoor(frontdoor_id)
         try:
             return self.signers[frontdoor_id].ca_chain()

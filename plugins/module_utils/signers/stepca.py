@@ -35,8 +35,6 @@ import math
 import os
 import re
 import secrets
-import socket
-import ssl
 import threading
 import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -575,39 +573,14 @@ class StepCASigner(Signer):
         )
 
     def ca_chain(self) -> List[str]:
+        """The chain step-ca returned with the last certificate. step-ca 0.19 has no API for its
+        intermediate, so before this signer's first certificate it is unknown here; the service then
+        answers with the chain recorded with the frontdoor's latest certificate."""
         with self._lock:
             if self._chain:
                 return list(self._chain)
-        chain = self._tls_chain()
-        with self._lock:
-            if not self._chain:
-                self._chain = chain
-            return list(self._chain)
-
-    def _tls_chain(self) -> List[str]:
-        """Before the first certificate, learn the intermediate from step-ca's own TLS chain (its
-        server certificate is issued by the intermediate); step-ca 0.19 has no API for it.
-
-        Only Python 3.13+ hands out the verified chain publicly (``SSLSocket.get_verified_chain``);
-        older Pythons learn the chain from the first certificate step-ca issues."""
-        if not hasattr(ssl.SSLSocket, "get_verified_chain"):
-            raise SignerUnavailable("The step-ca CA chain is not known yet: it is learned from the first certificate "
-                                    "issued (Python 3.13+ also reads it from step-ca's TLS handshake).", retry_after=30)
-        try:
-            context = ssl.create_default_context(cafile=self.root_path)
-            with socket.create_connection((self.host, self.port), timeout=self.timeout[0]) as raw:
-                with context.wrap_socket(raw, server_hostname=self.host) as tls:
-                    ders = tls.get_verified_chain()
-        except OSError as exc:  # ssl.SSLError is an OSError
-            raise SignerUnavailable("step-ca at %s cannot be reached for its CA chain (%s)."
-                                    % (self.base, type(exc).__name__), retry_after=5) from None
-        out = [cert for cert in map(x509.load_der_x509_certificate, ders) if _is_ca(cert)]
-        if not out or out[-1].subject != out[-1].issuer:
-            out.append(self._root)
-        if len(out) > 1:
-            with self._lock:
-                self._intermediate_not_after = self._intermediate_not_after or out[0].not_valid_after_utc
-        return [c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in out]
+        raise SignerUnavailable("The step-ca CA chain is not known yet: it is learned from the first certificate "
+                                "step-ca issues.", retry_after=30)
 
     def not_after_limit(self) -> Optional[_dt.datetime]:
         """min(intermediate's expiry, now + provisioner maximum - margin). Never raises: the
@@ -659,13 +632,6 @@ class StepCASigner(Signer):
 
     def close(self) -> None:
         self._session.close()
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
 
 
 def profile_problem(cert: x509.Certificate, request: SignRequest) -> Optional[str]:
