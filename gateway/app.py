@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .auth import Authenticator, load_admin_token
+from .net import client_address
 
 log = logging.getLogger("frontdoor.gateway")
 MAX_BODY = 64 * 1024
@@ -334,7 +335,7 @@ def create_app(
     def redeem(frontdoorId: str, token: str, body: RedeemRequest, request: Request):
         """No Authorization header: the token in the path is the credential. A retry with the same key after a
         success returns the same certificate (200, header X-Frontdoor-Replayed: true)."""
-        source = request.client.host if request.client else None
+        source = client_address(request)
         result = service.redeem(frontdoorId, token, body.value, body.type, source=source)
         headers = dict(NO_STORE)
         if result.replayed:
