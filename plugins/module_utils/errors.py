@@ -28,6 +28,7 @@ ERROR_STATUS = {
     "token_expired": 410,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
+    "rate_limited": 429,  # with Retry-After: too many failed redemptions / admin authentications from one address
     "not_supported": 501,
     "signer_error": 502,
     "signer_unavailable": 503,
