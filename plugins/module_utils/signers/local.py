@@ -97,6 +97,21 @@ def _ca_cert(subject, issuer, public_key, signing_key, not_after, path_length, i
     return builder.sign(signing_key, hashes.SHA256())
 
 
+def _create_root_if_missing(ca_dir: str, organization: str) -> Tuple[str, str]:
+    """The state dir's root CA (cert, key paths), created if absent. Call with ``ca_dir/.lock`` held."""
+    root_key_path, root_path = os.path.join(ca_dir, "root.key"), os.path.join(ca_dir, "root.pem")
+    if not os.path.exists(root_path):
+        root_key = ec.generate_private_key(ec.SECP256R1())
+        root_name = x509.Name([
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+            x509.NameAttribute(NameOID.COMMON_NAME, "frontdoor.pki local root CA"),
+        ])
+        root = _ca_cert(root_name, root_name, root_key.public_key(), root_key, utcnow() + ROOT_LIFETIME, 1)
+        _write_private(root_key_path, _key_pem(root_key), 0o600)
+        _write_private(root_path, root.public_bytes(serialization.Encoding.PEM), 0o644)
+    return root_path, root_key_path
+
+
 def ensure_local_ca(state_dir: str, frontdoor_id: str, organization: str = "frontdoor.pki") -> Tuple[str, str, str]:
     """Create (once) and return paths (root cert, intermediate cert, intermediate key)."""
     if not FRONTDOOR_ID_RE.match(frontdoor_id):
@@ -110,15 +125,7 @@ def ensure_local_ca(state_dir: str, frontdoor_id: str, organization: str = "fron
         return root_path, int_path, int_key_path
     with _locked(os.path.join(ca_dir, ".lock")):
         now = utcnow()
-        if not os.path.exists(root_path):
-            root_key = ec.generate_private_key(ec.SECP256R1())
-            root_name = x509.Name([
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
-                x509.NameAttribute(NameOID.COMMON_NAME, "frontdoor.pki local root CA"),
-            ])
-            root = _ca_cert(root_name, root_name, root_key.public_key(), root_key, now + ROOT_LIFETIME, 1)
-            _write_private(root_key_path, _key_pem(root_key), 0o600)
-            _write_private(root_path, root.public_bytes(serialization.Encoding.PEM), 0o644)
+        _create_root_if_missing(ca_dir, organization)
         if not os.path.exists(int_path):
             with open(root_key_path, "rb") as handle:
                 root_key = serialization.load_pem_private_key(handle.read(), None)
