@@ -22,6 +22,7 @@ Config file (YAML; every key optional)::
         certificateTtl: 365d
         signer: local         # or vault / step-ca, or a mapping {type: vault, pkiMount: ...}
     apiTokens: [...]          # read by the gateway only
+    forwardedAllowIps: []     # gateway: reverse proxies trusted for X-Forwarded-For/-Proto (none by default)
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ class Config:
     #: last commits on power loss) or "full" (an fsync per commit; ~35 % fewer redemptions/s here)
     sqlite_synchronous: str = "normal"
     source: Optional[str] = None  # the file it came from
+    #: proxies trusted for X-Forwarded-For / X-Forwarded-Proto (IPs or CIDR networks); empty: none, the TCP peer is
+    #: the client. Checked and applied by the gateway (`serve --forwarded-allow-ips` overrides it)
+    forwarded_allow_ips: List[str] = dataclasses.field(default_factory=list)
 
 
 def resolve_state_dir(state_dir: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> str:
@@ -149,6 +153,7 @@ def load_config(
     if not isinstance(data, Mapping):
         raise ConfigError("the configuration must be a mapping at the top level")
     known = {"backend", "stateDir", "claimLeaseSeconds", "audit", "vault", "stepCa", "frontdoors", "apiTokens", "sqlite"}
+    known.add("forwardedAllowIps")
     unknown = set(data) - known
     if unknown:
         raise ConfigError("unknown configuration key(s): %s (known: %s)" % (", ".join(sorted(unknown)), ", ".join(sorted(known))))
@@ -191,6 +196,7 @@ def load_config(
         api_tokens=list(data.get("apiTokens") or []),
         sqlite_synchronous=synchronous,
         source=source,
+        forwarded_allow_ips=_address_list(data.get("forwardedAllowIps"), "forwardedAllowIps"),
     )
     if not isinstance(data.get("apiTokens") or [], list):
         raise ConfigError("apiTokens must be a list")
@@ -254,6 +260,17 @@ def build_signer(config: Config, frontdoor_id: str):
 
         return build_stepca_signer(config, frontdoor_id, options)
     return LocalCASigner(config.state_dir, frontdoor_id)
+
+
+def _address_list(value, where: str) -> List[str]:
+    """A list of strings from a YAML list or a comma-separated string (addresses are checked by their user)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError("%s must be a list of IP addresses or networks (or a comma-separated string)" % where)
+    return [v.strip() for v in value if v.strip()]
 
 
 def build_service(config: Config, audit: Optional[AuditLog] = None) -> FrontdoorService:
