@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-from typing import List, Optional
+from typing import Any, Dict, List, Optional, Tuple
+
+from .errors import FrontdoorError
 
 UTC = _dt.timezone.utc
 
@@ -46,6 +48,70 @@ class Subject:
         return (self.common_name, self.organization, self.organizational_unit)
 
 
+#: the kinds of Subject Alternative Name a token may pre-approve, in API order
+SAN_KINDS = ("dns", "ip", "uri", "email")
+
+
+@dataclasses.dataclass(frozen=True)
+class SubjectAltNames:
+    """Pre-approved Subject Alternative Names, locked like the subject fields: the certificate
+    carries exactly these, whatever the CSR asks. Immutable, so one value can be shared by the
+    token, the sign request and the certificate record without a copy.
+
+    The values are already validated and normalised by ``sans.validate_subject_alt_names`` when
+    they come from a client (DNS names lower-case, IPs in ``ipaddress``'s compressed form): equal
+    values mean equal SANs, which is what the check of an issued certificate relies on.
+
+    API / storage shape: ``{"dns": [...], "ip": [...], "uri": [...], "email": [...]}``. ``to_dict``
+    leaves empty kinds out (``{}`` when there are none), so a token without SANs looks the same
+    in every store and answer; ``from_dict`` takes missing kinds, ``null`` and ``[]`` alike as none.
+    """
+
+    dns: Tuple[str, ...] = ()
+    ip: Tuple[str, ...] = ()
+    uri: Tuple[str, ...] = ()
+    email: Tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.dns or self.ip or self.uri or self.email)
+
+    def __len__(self) -> int:
+        return len(self.dns) + len(self.ip) + len(self.uri) + len(self.email)
+
+    def to_dict(self) -> Dict[str, List[str]]:
+        return {kind: list(getattr(self, kind)) for kind in SAN_KINDS if getattr(self, kind)}
+
+    @classmethod
+    def from_dict(cls, data: Optional[Dict[str, Any]]) -> SubjectAltNames:
+        """The value of a dict of the API shape. Only the shape is checked here (an object of known
+        kinds, each a list of strings; else invalid_request): the rules for each value are in
+        ``sans.py``, which clients' input goes through; stores read back what those rules kept."""
+        if data is None:
+            return NO_SANS
+        if not isinstance(data, dict):
+            raise FrontdoorError(
+                "invalid_request", 'subjectAltNames must be an object like {"dns": ["host.example.com"]}.'
+            )
+        unknown = [str(k)[:32] for k in data if k not in SAN_KINDS]
+        if unknown:
+            raise FrontdoorError(
+                "invalid_request",
+                "subjectAltNames has unknown kind(s) %s; the kinds are %s." % (", ".join(unknown), ", ".join(SAN_KINDS)),
+            )
+        values = {}
+        for kind in SAN_KINDS:
+            items = data.get(kind)
+            if items is None:
+                items = []
+            if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
+                raise FrontdoorError("invalid_request", "subjectAltNames.%s must be a list of strings." % kind)
+            values[kind] = tuple(items)
+        return cls(**values) if any(values.values()) else NO_SANS
+
+
+NO_SANS = SubjectAltNames()
+
+
 @dataclasses.dataclass
 class TokenRecord:
     id: str
@@ -65,6 +131,7 @@ class TokenRecord:
     claim_id: Optional[str] = None
     claim_until: Optional[_dt.datetime] = None
     version: int = 1  # bumped by every write; stores use it for check-and-set
+    subject_alt_names: SubjectAltNames = NO_SANS  # locked into the certificate; none: it has no SAN extension
 
     def status(self, now: Optional[_dt.datetime] = None) -> str:
         if self.state == STATE_REDEEMED:
@@ -91,6 +158,7 @@ class CertificateRecord:
     created_at: _dt.datetime
     public_key_sha256: str
     revoked_at: Optional[_dt.datetime] = None
+    subject_alt_names: SubjectAltNames = NO_SANS  # what the certificate carries (the token's)
 
 
 @dataclasses.dataclass
@@ -112,6 +180,8 @@ class SignRequest:
     public_key: object = None
     #: the key's SubjectPublicKeyInfo DER, when the caller already encoded it; see ``spki()``
     public_key_der: Optional[bytes] = None
+    #: exactly the SANs the certificate must carry (the token's, never the CSR's); none: no SAN extension
+    subject_alt_names: SubjectAltNames = NO_SANS
 
     def key(self):
         return self.public_key if self.public_key is not None else self.csr.public_key()

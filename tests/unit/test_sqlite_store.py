@@ -343,7 +343,8 @@ def test_processes_opening_a_fresh_database_together_all_get_wal(tmp_path):
         process.stderr.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert [r[1] for r in conn.execute("PRAGMA table_info(tokens)")].count("subject_alt_names") == 1
 
 
 def test_threads_of_one_process_queue_for_writes_instead_of_sleeping_in_sqlite(tmp_path):

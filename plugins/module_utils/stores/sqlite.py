@@ -23,7 +23,7 @@ import threading
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import FrontdoorError, StoreUnavailable
-from ..model import UTC, CertificateRecord, Page, Subject, TokenRecord
+from ..model import NO_SANS, UTC, CertificateRecord, Page, Subject, SubjectAltNames, TokenRecord
 from .base import TokenStore
 
 _SCHEMA = """
@@ -80,14 +80,68 @@ CREATE TABLE IF NOT EXISTS chains (
     id TEXT PRIMARY KEY,
     chain TEXT NOT NULL
 );
-PRAGMA user_version = 2;
 COMMIT;
 """
+
+# Columns added to existing tables after version 2, each added once by ``_add_column_if_missing``
+# (old databases keep working: a missing column reads as NULL in every old row). Append, never edit.
+_ADDED_COLUMNS: Tuple[Tuple[str, str, str], ...] = (
+    # version 3: pre-approved Subject Alternative Names, SubjectAltNames.to_dict() as JSON; NULL: none
+    ("tokens", "subject_alt_names", "TEXT"),
+    ("certificates", "subject_alt_names", "TEXT"),
+)
+_USER_VERSION = 3
+
+
+def _add_column_if_missing(conn: sqlite3.Connection, table: str, column: str, decl: str) -> bool:
+    """``ALTER TABLE table ADD COLUMN column decl`` unless the table has it; True if it was added.
+
+    Idempotent and safe when several processes open a fresh database at once: call it inside a
+    ``BEGIN IMMEDIATE`` transaction (``_migrate`` does), so the look at PRAGMA table_info and the
+    ALTER happen under SQLite's write lock; a "duplicate column" from a caller outside one still
+    counts as present. ``table``, ``column`` and ``decl`` come from this module, never from input.
+    """
+    if any(row[1] == column for row in conn.execute("PRAGMA table_info(%s)" % table)):
+        return False
+    try:
+        conn.execute("ALTER TABLE %s ADD COLUMN %s %s" % (table, column, decl))
+    except sqlite3.OperationalError as exc:
+        if "duplicate column" not in str(exc):
+            raise
+        return False
+    return True
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring the tables _SCHEMA created (or found) to the current version, in one write transaction."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= _USER_VERSION and all(
+        any(row[1] == column for row in conn.execute("PRAGMA table_info(%s)" % table))
+        for table, column, _decl in _ADDED_COLUMNS
+    ):
+        return  # the common case, a database already migrated: no write lock taken
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table, column, decl in _ADDED_COLUMNS:
+            _add_column_if_missing(conn, table, column, decl)
+        if conn.execute("PRAGMA user_version").fetchone()[0] < _USER_VERSION:
+            conn.execute("PRAGMA user_version = %d" % _USER_VERSION)
+        conn.execute("COMMIT")
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+
+def _sans_json(sans: SubjectAltNames) -> Optional[str]:
+    return json.dumps(sans.to_dict(), separators=(",", ":")) if sans else None
+
+
+def _sans_from(text: Optional[str]) -> SubjectAltNames:
+    return SubjectAltNames.from_dict(json.loads(text)) if text else NO_SANS
 
 _TOKEN_FIELDS = (
     "id", "frontdoor_id", "name", "secret_hash", "common_name", "organization", "organizational_unit", "created_at",
     "created_by", "expires_at", "updated_at", "state", "certificate_ttl", "redeemed_at", "certificate_id",
-    "public_key_sha256", "claim_id", "claim_until", "version",
+    "public_key_sha256", "claim_id", "claim_until", "version", "subject_alt_names",
 )
 _TOKEN_COLUMNS = ", ".join(_TOKEN_FIELDS)
 _TOKEN_INSERT = "INSERT INTO tokens (%s) VALUES (%s)" % (_TOKEN_COLUMNS, ", ".join(":" + f for f in _TOKEN_FIELDS))
@@ -98,6 +152,7 @@ _TOKEN_CAS = "UPDATE tokens SET %s WHERE id = :id AND frontdoor_id = :frontdoor_
 _CERT_FIELDS = (
     "id", "frontdoor_id", "token_id", "name", "serial_number", "certificate_pem", "ca_chain", "common_name",
     "organization", "organizational_unit", "not_before", "not_after", "created_at", "public_key_sha256", "revoked_at",
+    "subject_alt_names",
 )
 _CERT_INSERT = "INSERT INTO certificates (%s) VALUES (%s)" % (", ".join(_CERT_FIELDS), ", ".join("?" * len(_CERT_FIELDS)))
 # The chain a certificate names comes with it: inline JSON in rows before version 2, else the chains row.
@@ -122,7 +177,7 @@ def _token_params(r: TokenRecord) -> dict:
         "created_by": r.created_by, "expires_at": _ts(r.expires_at), "updated_at": _ts(r.updated_at), "state": r.state,
         "certificate_ttl": r.certificate_ttl, "redeemed_at": _ts(r.redeemed_at), "certificate_id": r.certificate_id,
         "public_key_sha256": r.public_key_sha256, "claim_id": r.claim_id, "claim_until": _ts(r.claim_until),
-        "version": r.version,
+        "version": r.version, "subject_alt_names": _sans_json(r.subject_alt_names),
     }
 
 
@@ -132,6 +187,7 @@ def _token_from(row) -> TokenRecord:
         created_at=_dt_from(row[7]), created_by=row[8], expires_at=_dt_from(row[9]), updated_at=_dt_from(row[10]),
         state=row[11], certificate_ttl=row[12], redeemed_at=_dt_from(row[13]), certificate_id=row[14],
         public_key_sha256=row[15], claim_id=row[16], claim_until=_dt_from(row[17]), version=row[18],
+        subject_alt_names=_sans_from(row[19]),
     )
 
 
@@ -147,12 +203,12 @@ def _cert_row(c: CertificateRecord, chain_ref: str) -> tuple:
     return (
         c.id, c.frontdoor_id, c.token_id, c.name, c.serial_number, c.certificate_pem, chain_ref,
         c.subject.common_name, c.subject.organization, c.subject.organizational_unit, _ts(c.not_before),
-        _ts(c.not_after), _ts(c.created_at), c.public_key_sha256, _ts(c.revoked_at),
+        _ts(c.not_after), _ts(c.created_at), c.public_key_sha256, _ts(c.revoked_at), _sans_json(c.subject_alt_names),
     )
 
 
 def _cert_from(row) -> CertificateRecord:
-    stored, chain = row[6], row[15]
+    stored, chain = row[6], row[len(_CERT_FIELDS)]
     if chain is None:
         if not stored.startswith("["):
             raise StoreUnavailable("The SQLite store names a CA chain it does not hold (%s)." % stored[:20])
@@ -161,7 +217,7 @@ def _cert_from(row) -> CertificateRecord:
         id=row[0], frontdoor_id=row[1], token_id=row[2], name=row[3], serial_number=row[4], certificate_pem=row[5],
         ca_chain=json.loads(chain), subject=Subject(row[7], row[8], row[9]), not_before=_dt_from(row[10]),
         not_after=_dt_from(row[11]), created_at=_dt_from(row[12]), public_key_sha256=row[13],
-        revoked_at=_dt_from(row[14]),
+        revoked_at=_dt_from(row[14]), subject_alt_names=_sans_from(row[15]),
     )
 
 
@@ -214,6 +270,7 @@ class SQLiteStore(TokenStore):
             self._use_wal(conn)
             # Several processes may start at once on a fresh state dir; the schema is idempotent.
             conn.executescript(_SCHEMA)
+            _migrate(conn)
         try:
             os.chmod(path, 0o600)
         except OSError:

@@ -57,7 +57,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import FrontdoorError, StoreUnavailable
-from ..model import STATE_REDEEMED, UTC, CertificateRecord, Page, Subject, TokenRecord
+from ..model import STATE_REDEEMED, UTC, CertificateRecord, Page, Subject, SubjectAltNames, TokenRecord
 from ..vault.client import VaultClient, hvac_exc, is_cas_mismatch, shared_client
 from .base import TokenStore
 
@@ -85,8 +85,16 @@ def _unb64(text: str) -> str:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("utf-8")
 
 
+def _with_sans(data: Dict[str, Any], sans: SubjectAltNames) -> Dict[str, Any]:
+    """The optional ``subjectAltNames`` field (SubjectAltNames.to_dict()), written only when there are
+    SANs: documents without SANs stay as before, and old documents read as having none."""
+    if sans:
+        data["subjectAltNames"] = sans.to_dict()
+    return data
+
+
 def token_to_dict(r: TokenRecord) -> Dict[str, Any]:
-    return {
+    return _with_sans({
         "id": r.id, "frontdoorId": r.frontdoor_id, "name": r.name, "secretHash": r.secret_hash,
         "commonName": r.subject.common_name, "organization": r.subject.organization,
         "organizationalUnit": r.subject.organizational_unit, "createdAt": _ts(r.created_at),
@@ -94,7 +102,7 @@ def token_to_dict(r: TokenRecord) -> Dict[str, Any]:
         "certificateTtl": r.certificate_ttl, "redeemedAt": _ts(r.redeemed_at), "certificateId": r.certificate_id,
         "publicKeySha256": r.public_key_sha256, "claimId": r.claim_id, "claimUntil": _ts(r.claim_until),
         "version": r.version,
-    }
+    }, r.subject_alt_names)
 
 
 def token_from_dict(d: Dict[str, Any]) -> TokenRecord:
@@ -106,18 +114,19 @@ def token_from_dict(d: Dict[str, Any]) -> TokenRecord:
         certificate_ttl=d.get("certificateTtl"), redeemed_at=_from_ts(d.get("redeemedAt")),
         certificate_id=d.get("certificateId"), public_key_sha256=d.get("publicKeySha256"), claim_id=d.get("claimId"),
         claim_until=_from_ts(d.get("claimUntil")), version=int(d["version"]),
+        subject_alt_names=SubjectAltNames.from_dict(d.get("subjectAltNames")),
     )
 
 
 def cert_to_dict(c: CertificateRecord) -> Dict[str, Any]:
-    return {
+    return _with_sans({
         "id": c.id, "frontdoorId": c.frontdoor_id, "tokenId": c.token_id, "name": c.name,
         "serialNumber": c.serial_number, "certificate": c.certificate_pem, "caChain": list(c.ca_chain),
         "commonName": c.subject.common_name, "organization": c.subject.organization,
         "organizationalUnit": c.subject.organizational_unit, "notBefore": _ts(c.not_before),
         "notAfter": _ts(c.not_after), "createdAt": _ts(c.created_at), "publicKeySha256": c.public_key_sha256,
         "revokedAt": _ts(c.revoked_at),
-    }
+    }, c.subject_alt_names)
 
 
 def cert_from_dict(d: Dict[str, Any]) -> CertificateRecord:
@@ -127,6 +136,7 @@ def cert_from_dict(d: Dict[str, Any]) -> CertificateRecord:
         subject=Subject(d.get("commonName"), d.get("organization"), d.get("organizationalUnit")),
         not_before=_from_ts(d["notBefore"]), not_after=_from_ts(d["notAfter"]), created_at=_from_ts(d["createdAt"]),
         public_key_sha256=d["publicKeySha256"], revoked_at=_from_ts(d.get("revokedAt")),
+        subject_alt_names=SubjectAltNames.from_dict(d.get("subjectAltNames")),
     )
 
 
