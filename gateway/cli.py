@@ -18,6 +18,7 @@ from frontdoor_pki.errors import FrontdoorError
 from frontdoor_pki.views import certificate_view, token_view
 
 from . import __version__
+from .tls import MIN_VERSIONS as MIN_TLS_VERSIONS
 
 EPILOG = """environment:
   FRONTDOOR_STATE_DIR        state directory (default ~/.frontdoor)
@@ -69,6 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "use `frontdoor-gateway cleanup` from cron instead)")
     p.add_argument("--cleanup-older-than", default="0s", help="with --cleanup-interval: keep tokens expired less "
                    "than this long (default 0s), so their status can still be seen")
+    tls = p.add_argument_group("HTTPS (required on any address but loopback; TLS 1.2 minimum)")
+    tls.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (followed by its "
+                     "intermediates); needs --tls-key")
+    tls.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
+    tls.add_argument("--tls-self", nargs="+", action="extend", metavar="HOSTNAME",
+                     help="serve HTTPS with a server certificate for these host names / IP addresses, issued by the "
+                     "state dir's local CA into <state-dir>/tls/ (reused while valid; clients trust "
+                     "<state-dir>/tls/ca.pem, e.g. curl --cacert)")
+    tls.add_argument("--tls-min-version", choices=sorted(MIN_TLS_VERSIONS), default="1.2",
+                     help="oldest TLS version accepted (default 1.2)")
+    tls.add_argument("--insecure-http", action="store_true", help="allow plain HTTP on an address other than "
+                     "loopback (only on a network you trust end to end; token secrets travel in the URL)")
+    p.add_argument("--forwarded-allow-ips", metavar="ADDRESSES", help="reverse proxies (IPs or CIDR networks, "
+                   "comma-separated) whose X-Forwarded-For / X-Forwarded-Proto are trusted for the client address "
+                   "and scheme; default: config forwardedAllowIps, else none (the TCP peer is the client)")
 
     p = sub.add_parser("init", help="create the state dir, local CA and admin token; print where they are")
     _common(p)
@@ -168,7 +184,20 @@ def cmd_serve(args) -> int:
 
     from .app import build_from_env
     from .logs import log_config
+    from .net import parse_forwarded_allow_ips
+    from .tls import check_files, context_factory, is_loopback
 
+    if args.tls_self and (args.tls_cert or args.tls_key):
+        raise ConfigError("give either --tls-self or --tls-cert/--tls-key, not both")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    https = bool(args.tls_self or args.tls_cert)
+    if not https and not is_loopback(args.host) and not args.insecure_http:
+        raise ConfigError(
+            "refusing plain HTTP on %s: token secrets and admin tokens would cross the network in clear. Serve "
+            "HTTPS (--tls-cert/--tls-key, or --tls-self HOSTNAME), or pass --insecure-http if every hop is trusted"
+            % args.host
+        )
     env = dict(os.environ)
     if args.state_dir:
         env["FRONTDOOR_STATE_DIR"] = os.path.abspath(os.path.expanduser(args.state_dir))
@@ -194,11 +223,34 @@ def cmd_serve(args) -> int:
         print("frontdoor-gateway: admin token %s %s" % ("written to" if created else "in", path), file=sys.stderr)
     else:
         print("frontdoor-gateway: admin token from FRONTDOOR_ADMIN_TOKEN", file=sys.stderr)
+    try:
+        trusted = parse_forwarded_allow_ips(
+            args.forwarded_allow_ips if args.forwarded_allow_ips is not None else config.forwarded_allow_ips
+        )
+        cert_path, key_path = args.tls_cert, args.tls_key
+        if args.tls_self:
+            from frontdoor_pki.signers.local_tls import ensure_server_certificate
+
+            server = ensure_server_certificate(config.state_dir, args.tls_self)
+            cert_path, key_path = server.cert_path, server.key_path
+            print("frontdoor-gateway: server certificate for %s %s %s, valid until %s; clients trust the CA in %s "
+                  "(curl --cacert %s)" % (", ".join(server.names), "issued to" if server.issued else "reused from",
+                                          cert_path, server.not_after.isoformat(), server.ca_path, server.ca_path),
+                  file=sys.stderr)
+        if https:
+            check_files(cert_path, key_path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     print(
-        "frontdoor-gateway: state %s, store %s, frontdoors %s, listening on http://%s:%d"
-        % (config.state_dir, config.backend, ", ".join(f.id for f in config.frontdoors), args.host, args.port),
+        "frontdoor-gateway: state %s, store %s, frontdoors %s, listening on %s://%s:%d%s"
+        % (config.state_dir, config.backend, ", ".join(f.id for f in config.frontdoors),
+           "https" if https else "http", args.host, args.port,
+           ", trusting X-Forwarded-For/-Proto from %s" % ", ".join(trusted) if trusted else ""),
         file=sys.stderr,
     )
+    tls_options = dict(
+        ssl_certfile=cert_path, ssl_keyfile=key_path, ssl_context_factory=context_factory(args.tls_min_version)
+    ) if https else {}
     # uvicorn's own supervisor for --workers N: it binds once, spawns the workers on that socket and
     # replaces a worker that dies. Every worker builds its own service from the environment set above.
     uvicorn.run(
@@ -211,6 +263,10 @@ def cmd_serve(args) -> int:
         access_log=not args.no_access_log,
         server_header=False,
         timeout_graceful_shutdown=10,
+        # no proxy trusted unless configured: uvicorn's own default would trust loopback (or $FORWARDED_ALLOW_IPS)
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or None,
+        **tls_options,
     )
     return 0
 

@@ -1,0 +1,57 @@
+"""HTTPS for `frontdoor-gateway serve`, through uvicorn's own TLS support.
+
+uvicorn builds the server's ``ssl.SSLContext`` from ``ssl_certfile`` / ``ssl_keyfile`` in every
+worker. It has no option for a minimum protocol version (``ssl_version`` picks the protocol
+*method*, and the only non-deprecated one, ``PROTOCOL_TLS_SERVER``, negotiates every version the
+OpenSSL build allows), so the minimum is set through its public ``ssl_context_factory`` hook:
+uvicorn's default context, then ``minimum_version``. The factory is a module-level function
+(wrapped in ``functools.partial``) so that it pickles into uvicorn's spawned workers.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import ssl
+from typing import Callable
+
+MIN_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+def _context(minimum: str, _config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    context = default()
+    context.minimum_version = MIN_VERSIONS[minimum]
+    return context
+
+
+def context_factory(minimum: str = "1.2"):
+    """uvicorn ``ssl_context_factory``: its own context with TLS ``minimum`` (1.2 or 1.3) as the floor."""
+    if minimum not in MIN_VERSIONS:
+        raise ValueError("TLS minimum version must be one of %s" % ", ".join(MIN_VERSIONS))
+    return functools.partial(_context, minimum)
+
+
+def check_files(cert_path: str, key_path: str) -> None:
+    """Load the pair once before any worker starts, so a wrong path or a key that does not match the
+    certificate is one clear error instead of workers dying in a loop. Raises ValueError."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert_path, key_path)
+    except FileNotFoundError as exc:
+        raise ValueError("%s: no such file" % exc.filename) from None
+    except PermissionError as exc:
+        raise ValueError("%s: not readable by this user" % exc.filename) from None
+    except ssl.SSLError as exc:
+        raise ValueError(
+            "%s / %s: not a PEM certificate and its matching private key (%s)" % (cert_path, key_path, exc.reason)
+        ) from None
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` (a --host value) only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
