@@ -29,6 +29,17 @@ ERROR_STATUS = {
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "rate_limited": 429,  # with Retry-After: too many failed redemptions / admin authentications from one address
+    # renewal with the current certificate (renewal.py)
+    "invalid_renewal_token": 401,  # missing/malformed JWT, bad signature, wrong aud, exp too far or past
+    "renewal_token_replayed": 401,  # the JWT's jti was used before
+    "certificate_untrusted": 403,  # does not chain to this frontdoor's CA
+    "certificate_unknown": 403,  # chains, but this frontdoor has no record of it
+    "certificate_revoked": 403,
+    "certificate_expired": 403,  # past notAfter plus the frontdoor's renewal grace
+    "renewal_disabled": 403,
+    "renewal_too_early": 409,  # before the frontdoor's renewal window opens (details.renewableFrom)
+    "certificate_already_renewed": 409,  # one renewal per certificate (details.renewedBy)
+    "renewal_in_progress": 409,  # another request holds the certificate's renewal claim (Retry-After)
     "not_supported": 501,
     "signer_error": 502,
     "signer_unavailable": 503,

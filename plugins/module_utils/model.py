@@ -159,6 +159,10 @@ class CertificateRecord:
     public_key_sha256: str
     revoked_at: Optional[_dt.datetime] = None
     subject_alt_names: SubjectAltNames = NO_SANS  # what the certificate carries (the token's)
+    #: renewal (renewal.py): the certificate this one renewed, and the one that renewed it (set once, by a
+    #: check-and-set: one renewal per certificate)
+    previous_certificate_id: Optional[str] = None
+    renewed_by: Optional[str] = None
 
 
 @dataclasses.dataclass
