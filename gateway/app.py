@@ -15,9 +15,10 @@ import os
 import threading
 from typing import Any, Dict, List, Optional, Union
 
-from fastapi import Body, FastAPI, Header, Query, Request
+from fastapi import Body, Depends, FastAPI, Header, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from frontdoor_pki.config import Config, build_service, load_config
 from frontdoor_pki.errors import ERROR_STATUS, FrontdoorError
 from frontdoor_pki.service import FrontdoorService
@@ -30,17 +31,74 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .auth import Authenticator, load_admin_token
 from .net import client_address
+from .openapi import ADMIN, errors, install
+from .schemas import (
+    CaChain,
+    Certificate,
+    CertificatePage,
+    CleanupResult,
+    Frontdoor,
+    Health,
+    Token,
+    TokenCreated,
+    TokenPage,
+    model,
+)
 
 log = logging.getLogger("frontdoor.gateway")
 MAX_BODY = 64 * 1024
 MAX_PAGE = 10**9  # page * size stays far inside SQLite's 64-bit OFFSET
 NO_STORE = {"Cache-Control": "no-store"}
+_REPLAYED = {"X-Frontdoor-Replayed": {"description": "true: a retry, answered with the earlier certificate.",
+                                      "required": True, "schema": {"type": "string", "enum": ["true"]}}}
+_CA_CHAIN = {"description": "The CA chain: PEM (format=pem) or JSON (format=json).", "model": CaChain, "content": {
+    "application/pem-certificate-chain": {"schema": {"type": "string"}},
+}}
+_CRL = {"description": "The CRL: DER (format=der) or PEM (format=pem).", "content": {
+    "application/pkix-crl": {"schema": {"type": "string", "format": "binary"}},
+    "application/x-pem-file": {"schema": {"type": "string"}},
+}}
 
 Duration = Union[StrictInt, StrictStr]
 
 
+_BEARER = HTTPBearer(
+    auto_error=False, scheme_name="bearer",
+    description="An API token: the admin token or one configured under apiTokens (see new-api-token).",
+)
+
+
+def _authorization(
+    authorization: Optional[str] = Header(None, include_in_schema=False),
+    _documented: Optional[HTTPAuthorizationCredentials] = Security(_BEARER),
+) -> Optional[str]:
+    """The raw Authorization header, for Authenticator to judge (it says why a header is refused).
+
+    The HTTPBearer dependency refuses nothing (auto_error=False); it is here so that /openapi.json declares the
+    bearer security scheme on every admin operation, which is how clients and fuzzers learn to send the token.
+    """
+    return authorization
+
+
+AUTHORIZATION = Depends(_authorization)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SubjectAltNamesBody(_Strict):
+    """Pre-approved SANs, locked into the certificate like the subject. The engine's rules apply (sans.py):
+    fully qualified host names (no wildcard), IPv4/IPv6, absolute URIs (SPIFFE IDs), emails; 100 at most."""
+
+    dns: Optional[List[StrictStr]] = Field(None, description="DNS names, e.g. api.example.com (A-labels, no wildcard).")
+    ip: Optional[List[StrictStr]] = Field(None, description="IPv4 or IPv6 addresses, e.g. 10.0.0.1, 2001:db8::1.")
+    uri: Optional[List[StrictStr]] = Field(None, description="Absolute URIs, e.g. spiffe://example.org/ns/prod/sa/api.")
+    email: Optional[List[StrictStr]] = Field(None, description="Email addresses, e.g. ops@example.com.")
+
+
+def _sans(body: Optional[SubjectAltNamesBody]) -> Optional[Dict[str, Any]]:
+    return body.model_dump(exclude_none=True) if body is not None else None
 
 
 class TokenCreate(_Strict):
@@ -51,6 +109,9 @@ class TokenCreate(_Strict):
     expiresAt: Optional[StrictStr] = Field(None, description="RFC 3339 time in the future. Or use ttl.")
     ttl: Optional[Duration] = Field(None, description="Lifetime: seconds, or 90s / 15m / 24h / 7d. Default 24h.")
     certificateTtl: Optional[Duration] = Field(None, description="Certificate lifetime, at most the frontdoor's.")
+    subjectAltNames: Optional[SubjectAltNamesBody] = Field(
+        None, description="SANs the certificate carries, exactly (whatever the CSR asks). None: no SANs."
+    )
 
 
 class TokenUpdate(_Strict):
@@ -61,6 +122,9 @@ class TokenUpdate(_Strict):
     expiresAt: Optional[StrictStr] = None
     ttl: Optional[Duration] = None
     certificateTtl: Optional[Duration] = None
+    subjectAltNames: Optional[SubjectAltNamesBody] = Field(
+        None, description="Replaces the token's SANs as a whole; null or {} removes them."
+    )
 
 
 class TokenRefresh(_Strict):
@@ -76,7 +140,7 @@ class RedeemRequest(_Strict):
 _UPDATE_FIELDS = {
     "name": "name", "commonName": "common_name", "organization": "organization",
     "organizationalUnit": "organizational_unit", "expiresAt": "expires_at", "ttl": "ttl",
-    "certificateTtl": "certificate_ttl",
+    "certificateTtl": "certificate_ttl", "subjectAltNames": "subject_alt_names",
 }
 
 
@@ -196,6 +260,7 @@ def create_app(
         redoc_url=None,
     )
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY)
+    install(app)  # /openapi.json: no 422 anywhere, 400/500 on every operation (gateway/openapi.py)
     app.state.service = service
 
     @app.exception_handler(FrontdoorError)
@@ -211,7 +276,9 @@ def create_app(
         if exc.status_code == 404:
             return _error("not_found", "No such endpoint: %s %s." % (request.method, redact(request.url.path)))
         if exc.status_code == 405:
-            return _error("method_not_allowed", "%s is not allowed on %s." % (request.method, redact(request.url.path)))
+            answer = _error("method_not_allowed", "%s is not allowed on %s." % (request.method, redact(request.url.path)))
+            answer.headers.update(exc.headers or {})  # Allow: the methods the path has (RFC 9110)
+            return answer
         if exc.status_code == 413:
             return _too_large(MAX_BODY)
         code = "invalid_request" if 400 <= exc.status_code < 500 else "internal_error"
@@ -228,13 +295,13 @@ def create_app(
         authenticator.require(who, frontdoor_id, permission)
         return who
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], responses={**errors(503), 200: model(Health)})
     def healthz():
         service.store.ping()
         return {"status": "ok", "version": __version__, "frontdoors": sorted(service.frontdoors)}
 
-    @app.get("/frontdoor/{frontdoorId}", tags=["frontdoors"])
-    def get_frontdoor(frontdoorId: str, authorization: Optional[str] = Header(None)):
+    @app.get("/frontdoor/{frontdoorId}", tags=["frontdoors"], responses={**errors(*ADMIN, 404), 200: model(Frontdoor)})
+    def get_frontdoor(frontdoorId: str, authorization: Optional[str] = AUTHORIZATION):
         principal(authorization, frontdoorId, "tokens:read")
         settings = service.frontdoor(frontdoorId)
         return {
@@ -248,20 +315,20 @@ def create_app(
 
     base = "/frontdoor/{frontdoorId}/certificate-request-tokens"
 
-    @app.post(base, status_code=201, tags=["tokens"])
+    @app.post(base, status_code=201, tags=["tokens"], responses={**errors(*ADMIN, 404, 413, 503), 201: model(TokenCreated)})
     def create_token(
-        frontdoorId: str, body: TokenCreate, request: Request, authorization: Optional[str] = Header(None)
+        frontdoorId: str, body: TokenCreate, request: Request, authorization: Optional[str] = AUTHORIZATION
     ):
         who = principal(authorization, frontdoorId, "tokens:create")
         record, secret = service.create_token(
             frontdoorId, name=body.name, common_name=body.commonName, organization=body.organization,
             organizational_unit=body.organizationalUnit, ttl=body.ttl, expires_at=body.expiresAt,
-            certificate_ttl=body.certificateTtl, actor=who.name,
+            certificate_ttl=body.certificateTtl, subject_alt_names=_sans(body.subjectAltNames), actor=who.name,
         )
         headers = dict(NO_STORE, Location="/frontdoor/%s/certificate-request-tokens/%s" % (frontdoorId, record.id))
         return JSONResponse(token_view(record, secret=secret), status_code=201, headers=headers)
 
-    @app.get(base, tags=["tokens"])
+    @app.get(base, tags=["tokens"], responses={**errors(*ADMIN, 404, 503), 200: model(TokenPage)})
     def list_tokens(
         frontdoorId: str,
         page: int = Query(0, ge=0, le=MAX_PAGE),
@@ -269,20 +336,20 @@ def create_app(
         sort: Optional[str] = Query(None, description="field[,asc|desc]; fields: name, createdAt, expiresAt, ..."),
         status: Optional[str] = Query(None, description="active, expired or redeemed (comma-separated)"),
         name: Optional[str] = Query(None),
-        authorization: Optional[str] = Header(None),
+        authorization: Optional[str] = AUTHORIZATION,
     ):
         principal(authorization, frontdoorId, "tokens:read")
         result = service.list_tokens(frontdoorId, status=status, name=name, page=page, size=size, sort=sort)
         now = service.clock()
         return page_view(result, [token_view(r, now) for r in result.items])
 
-    @app.delete(base, tags=["tokens"])
+    @app.delete(base, tags=["tokens"], responses={**errors(*ADMIN, 404, 503), 200: model(CleanupResult)})
     def cleanup_tokens(
         frontdoorId: str,
         status: Optional[str] = Query(None, description="expired and/or redeemed, comma-separated (required)"),
         olderThan: Optional[str] = Query(None, description="only tokens expired/redeemed longer ago than this"),
         dryRun: bool = Query(False),
-        authorization: Optional[str] = Header(None),
+        authorization: Optional[str] = AUTHORIZATION,
     ):
         who = principal(authorization, frontdoorId, "tokens:delete")
         if not status:
@@ -295,26 +362,31 @@ def create_app(
         )
         return {"deleted": 0 if dryRun else len(ids), "wouldDelete": len(ids) if dryRun else None, "ids": ids}
 
-    @app.get(base + "/{tokenId}", tags=["tokens"])
-    def get_token(frontdoorId: str, tokenId: str, authorization: Optional[str] = Header(None)):
+    @app.get(base + "/{tokenId}", tags=["tokens"], responses={**errors(*ADMIN, 404, 503), 200: model(Token)})
+    def get_token(frontdoorId: str, tokenId: str, authorization: Optional[str] = AUTHORIZATION):
         principal(authorization, frontdoorId, "tokens:read")
         return token_view(service.get_token(frontdoorId, tokenId), service.clock())
 
-    @app.patch(base + "/{tokenId}", tags=["tokens"])
+    @app.patch(base + "/{tokenId}", tags=["tokens"], responses={**errors(*ADMIN, 404, 409, 413, 503), 200: model(Token)})
     def update_token(
-        frontdoorId: str, tokenId: str, body: TokenUpdate, authorization: Optional[str] = Header(None)
+        frontdoorId: str, tokenId: str, body: TokenUpdate, authorization: Optional[str] = AUTHORIZATION
     ):
         who = principal(authorization, frontdoorId, "tokens:create")
         changes = {_UPDATE_FIELDS[k]: getattr(body, k) for k in body.model_fields_set}
+        if "subject_alt_names" in changes:
+            changes["subject_alt_names"] = _sans(changes["subject_alt_names"])
         record = service.update_token(frontdoorId, tokenId, changes, actor=who.name)
         return token_view(record, service.clock())
 
-    @app.post(base + "/{tokenId}/refresh", tags=["tokens"])
+    @app.post(
+        base + "/{tokenId}/refresh", tags=["tokens"],
+        responses={**errors(*ADMIN, 404, 409, 413, 503), 200: model(TokenCreated)},
+    )
     def refresh_token(
         frontdoorId: str,
         tokenId: str,
         body: Optional[TokenRefresh] = Body(None),
-        authorization: Optional[str] = Header(None),
+        authorization: Optional[str] = AUTHORIZATION,
     ):
         who = principal(authorization, frontdoorId, "tokens:create")
         record, secret = service.refresh_token(
@@ -323,15 +395,22 @@ def create_app(
         )
         return JSONResponse(token_view(record, service.clock(), secret=secret), headers=NO_STORE)
 
-    @app.delete(base + "/{tokenId}", status_code=204, tags=["tokens"])
-    def delete_token(frontdoorId: str, tokenId: str, authorization: Optional[str] = Header(None)):
+    @app.delete(base + "/{tokenId}", status_code=204, tags=["tokens"], responses=errors(*ADMIN, 404, 409, 503))
+    def delete_token(frontdoorId: str, tokenId: str, authorization: Optional[str] = AUTHORIZATION):
         who = principal(authorization, frontdoorId, "tokens:delete")
         service.delete_token(frontdoorId, tokenId, actor=who.name)
         return Response(status_code=204)
 
     certs = "/frontdoor/{frontdoorId}/client-certificates"
 
-    @app.post(certs + "/token/{token}", status_code=201, tags=["redemption"])
+    @app.post(
+        certs + "/token/{token}", status_code=201, tags=["redemption"],
+        responses={
+            **errors(403, 404, 409, 410, 413, 429, 502, 503),
+            201: model(Certificate, "Issued."),
+            200: model(Certificate, "The certificate issued before to the same key (a retry).", headers=_REPLAYED),
+        },
+    )
     def redeem(frontdoorId: str, token: str, body: RedeemRequest, request: Request):
         """No Authorization header: the token in the path is the credential. A retry with the same key after a
         success returns the same certificate (200, header X-Frontdoor-Replayed: true)."""
@@ -344,7 +423,7 @@ def create_app(
             certificate_view(result.certificate), status_code=200 if result.replayed else 201, headers=headers
         )
 
-    @app.get(certs, tags=["certificates"])
+    @app.get(certs, tags=["certificates"], responses={**errors(*ADMIN, 404, 503), 200: model(CertificatePage)})
     def list_certificates(
         frontdoorId: str,
         page: int = Query(0, ge=0, le=MAX_PAGE),
@@ -352,7 +431,7 @@ def create_app(
         sort: Optional[str] = Query(None),
         tokenId: Optional[str] = Query(None),
         revoked: Optional[bool] = Query(None),
-        authorization: Optional[str] = Header(None),
+        authorization: Optional[str] = AUTHORIZATION,
     ):
         principal(authorization, frontdoorId, "certificates:read")
         result = service.list_certificates(
@@ -360,24 +439,27 @@ def create_app(
         )
         return page_view(result, [certificate_view(c) for c in result.items])
 
-    @app.get(certs + "/{certificateId}", tags=["certificates"])
-    def get_certificate(frontdoorId: str, certificateId: str, authorization: Optional[str] = Header(None)):
+    @app.get(certs + "/{certificateId}", tags=["certificates"], responses={**errors(*ADMIN, 404, 503), 200: model(Certificate)})
+    def get_certificate(frontdoorId: str, certificateId: str, authorization: Optional[str] = AUTHORIZATION):
         principal(authorization, frontdoorId, "certificates:read")
         return certificate_view(service.get_certificate(frontdoorId, certificateId))
 
-    @app.delete(certs + "/{certificateId}", tags=["certificates"])
-    def revoke_certificate(frontdoorId: str, certificateId: str, authorization: Optional[str] = Header(None)):
+    @app.delete(
+        certs + "/{certificateId}", tags=["certificates"],
+        responses={**errors(*ADMIN, 404, 501, 502, 503), 200: model(Certificate)},
+    )
+    def revoke_certificate(frontdoorId: str, certificateId: str, authorization: Optional[str] = AUTHORIZATION):
         who = principal(authorization, frontdoorId, "certificates:revoke")
         return certificate_view(service.revoke_certificate(frontdoorId, certificateId, actor=who.name))
 
-    @app.get("/frontdoor/{frontdoorId}/ca", tags=["ca"])
+    @app.get("/frontdoor/{frontdoorId}/ca", tags=["ca"], responses={**errors(404, 501, 503), 200: _CA_CHAIN})
     def ca_chain(frontdoorId: str, format: str = Query("pem", pattern="^(pem|json)$")):
         chain: List[str] = service.ca_chain(frontdoorId)
         if format == "json":
             return {"caChain": chain}
         return Response("".join(chain), media_type="application/pem-certificate-chain")
 
-    @app.get("/frontdoor/{frontdoorId}/crl", tags=["ca"])
+    @app.get("/frontdoor/{frontdoorId}/crl", tags=["ca"], responses={**errors(404, 501, 503), 200: _CRL})
     def crl(frontdoorId: str, format: str = Query("der", pattern="^(der|pem)$")):
         der = service.crl(frontdoorId)
         if format == "pem":

@@ -3,9 +3,9 @@
 ``GET /openapi.json`` is the contract a client is generated from, so every operation lists every status it can
 return, each with the one error body ``{"error": {"code", "message", "details"?}}``. Use it on every route::
 
-    from .openapi import errors
+    from .openapi import ADMIN, errors
 
-    @app.get("/metrics", responses=errors(401, 429, 503))
+    @app.get("/metrics", responses=errors(*ADMIN, 503))
     def metrics(...): ...
 
 ``errors(*statuses)`` returns the ``responses=`` dict for FastAPI's route decorators. It always adds ``400``
@@ -43,6 +43,9 @@ ErrorCode = enum.Enum(  # type: ignore[misc]  # functional API: the members are 
 ErrorCode.__doc__ = "Machine-readable error code; the HTTP status follows from it (see the API docs' table)."
 
 _ALWAYS = (400, 500)
+# What every bearer-authenticated route can add: unauthorized, forbidden, and rate_limited (failed authentications
+# are rate limited per client address). Use as errors(*ADMIN, 404, 503).
+ADMIN = (401, 403, 429)
 # Statuses whose answer may carry Retry-After; True = always does.
 _RETRY_AFTER = {409: False, 429: True, 503: False}
 _RETRY_AFTER_TEXT = {
