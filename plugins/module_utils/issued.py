@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) frontdoor.pki contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Is an issued certificate the one that was asked for? Subject and key, read by cryptography.
+"""Is an issued certificate the one that was asked for? Subject, SANs and key, read by cryptography.
 
 The service checks every certificate a signer returns (``FrontdoorService._check_issued``),
 and the Vault signer checks Vault's answer first to say what to fix on the Vault side.
@@ -11,12 +11,18 @@ OU, none missing, none extra, none twice. RDN order is not compared, because sig
 agree on it (the local CA writes O, OU, CN; Vault writes CN first) and a relying party matches
 attributes, not positions. String types (UTF8String, PrintableString) are not compared either:
 cryptography decodes both to the same text.
+
+The Subject Alternative Names are compared the same way, as a multiset of (kind, value): exactly the
+token's DNS names, IPs, URIs and emails, none missing, none extra (a signer that adds the CN as a DNS
+name, or keeps a SAN the CSR asked for, is refused), no other kind of name. A token without SANs
+means a certificate without the extension.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
-from typing import Optional
+from typing import List, Optional
 
 # Guarded: Ansible's import sanity test loads module_utils without third-party packages.
 try:
@@ -27,7 +33,7 @@ except ImportError:  # pragma: no cover
     x509 = UnsupportedAlgorithm = NameOID = None
 
 from .csr import public_key_der
-from .model import SignRequest, Subject
+from .model import SignRequest, Subject, SubjectAltNames
 
 
 def expected_attributes(subject: Subject) -> Counter:
@@ -62,3 +68,57 @@ def key_is(cert: x509.Certificate, request: SignRequest) -> bool:
         return public_key_der(cert.public_key()) == request.spki()
     except (ValueError, UnsupportedAlgorithm):  # a key in the certificate that cannot be read
         return False
+
+
+def san_general_names(sans: SubjectAltNames) -> List[x509.GeneralName]:
+    """The token's SANs as cryptography GeneralNames, in API order (dns, ip, uri, email): what a
+    signer that builds the certificate itself (the local CA) puts in the extension."""
+    return (
+        [x509.DNSName(name) for name in sans.dns]
+        + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in sans.ip]
+        + [x509.UniformResourceIdentifier(uri) for uri in sans.uri]
+        + [x509.RFC822Name(email) for email in sans.email]
+    )
+
+
+def expected_sans(sans: SubjectAltNames) -> Counter:
+    """The (kind, value) pairs the certificate's SAN extension must hold; IPs as ``ipaddress`` objects."""
+    return Counter(
+        [("dns", name) for name in sans.dns]
+        + [("ip", ipaddress.ip_address(ip)) for ip in sans.ip]
+        + [("uri", uri) for uri in sans.uri]
+        + [("email", email) for email in sans.email]
+    )
+
+
+def _san_pair(name) -> Optional[tuple]:
+    if isinstance(name, x509.DNSName):
+        return ("dns", name.value)
+    if isinstance(name, x509.IPAddress):
+        return ("ip", name.value)
+    if isinstance(name, x509.UniformResourceIdentifier):
+        return ("uri", name.value)
+    if isinstance(name, x509.RFC822Name):
+        return ("email", name.value)
+    return None  # otherName, directoryName, registeredID: nothing a token approves
+
+
+def certificate_sans(cert: x509.Certificate) -> Optional[Counter]:
+    """The certificate's SANs as (kind, value) pairs; empty without the extension; None when the
+    extension cannot be read or holds a kind of name no token approves."""
+    try:
+        extension = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return Counter()
+    except (ValueError, TypeError):  # an extension cryptography cannot decode, or one present twice
+        return None
+    pairs = [_san_pair(name) for name in extension.value]
+    if any(pair is None for pair in pairs):
+        return None
+    return Counter(pairs)
+
+
+def sans_are(cert: x509.Certificate, sans: SubjectAltNames) -> bool:
+    """Whether the certificate carries exactly the token's SANs (see the module doc)."""
+    actual = certificate_sans(cert)
+    return actual is not None and actual == expected_sans(sans)

@@ -36,6 +36,7 @@ from . import csr as csrmod
 from .audit import AuditLog, NullAudit
 from .errors import FrontdoorError, SignerUnavailable, StoreUnavailable
 from .issued import key_is as _key_is
+from .issued import sans_are as _sans_are
 from .issued import subject_is as _subject_is
 from .model import (
     STATE_REDEEMED,
@@ -48,6 +49,7 @@ from .model import (
     isoformat,
     utcnow,
 )
+from .sans import validate_subject_alt_names
 from .signers.base import Signer
 from .stores.base import CERTIFICATE_SORT_FIELDS, TOKEN_SORT_FIELDS, TokenStore
 from .tokens import (
@@ -193,13 +195,18 @@ class FrontdoorService:
         ttl=None,
         expires_at=None,
         certificate_ttl=None,
+        subject_alt_names=None,
         actor: str = "unknown",
     ) -> Tuple[TokenRecord, str]:
-        """Returns the record and the secret. The secret exists nowhere else afterwards."""
+        """Returns the record and the secret. The secret exists nowhere else afterwards.
+
+        ``subject_alt_names``: the API shape ``{"dns": [...], "ip": [...], "uri": [...], "email": [...]}``
+        or None; locked into the certificate like the subject (see sans.py for the rules)."""
         settings = self.frontdoor(frontdoor_id)
         self._require_tcp_shares(settings, "created")
         name = validate_name(name)
         subject = validate_subject(common_name, organization, organizational_unit)
+        sans = validate_subject_alt_names(subject_alt_names)
         now = self.clock()
         expiry = self._expiry(settings, now, ttl, expires_at)
         cert_ttl = self._certificate_ttl(settings, certificate_ttl)
@@ -215,6 +222,7 @@ class FrontdoorService:
             expires_at=expiry,
             updated_at=now,
             certificate_ttl=cert_ttl,
+            subject_alt_names=sans,
         )
         self.store.create_token(record)
         self.audit.emit(
@@ -287,11 +295,16 @@ class FrontdoorService:
         raise FrontdoorError("conflict", "Token %s changed repeatedly while being updated; try again." % token_id)
 
     def update_token(self, frontdoor_id: str, token_id: str, changes: dict, actor: str = "unknown") -> TokenRecord:
-        """PATCH: keys name, common_name, organization, organizational_unit, ttl, expires_at, certificate_ttl.
+        """PATCH: keys name, common_name, organization, organizational_unit, ttl, expires_at, certificate_ttl,
+        subject_alt_names.
 
-        A subject field set to None or '' unlocks it (the CSR will provide it)."""
+        A subject field set to None or '' unlocks it (the CSR will provide it). ``subject_alt_names``
+        replaces the token's SANs as a whole; None or {} removes them (the certificate will have none)."""
         settings = self.frontdoor(frontdoor_id)
-        allowed = {"name", "common_name", "organization", "organizational_unit", "ttl", "expires_at", "certificate_ttl"}
+        allowed = {
+            "name", "common_name", "organization", "organizational_unit", "ttl", "expires_at", "certificate_ttl",
+            "subject_alt_names",
+        }
         unknown = set(changes) - allowed
         if unknown:
             raise FrontdoorError("invalid_request", "Unknown field(s): %s." % ", ".join(sorted(unknown)))
@@ -306,6 +319,7 @@ class FrontdoorService:
             if key in changes:
                 validate_subject_field(changes[key], api)
         cert_ttl = self._certificate_ttl(settings, changes.get("certificate_ttl"))
+        sans = validate_subject_alt_names(changes.get("subject_alt_names"))
 
         def change(record: TokenRecord, now):
             if "name" in changes:
@@ -319,6 +333,8 @@ class FrontdoorService:
                 record.expires_at = self._expiry(settings, now, changes.get("ttl"), changes.get("expires_at"))
             if "certificate_ttl" in changes:
                 record.certificate_ttl = cert_ttl
+            if "subject_alt_names" in changes:
+                record.subject_alt_names = sans
             return record
 
         record = self._cas_update(frontdoor_id, token_id, change)
@@ -509,6 +525,7 @@ class FrontdoorService:
                 frontdoor_id=settings.id, csr_pem=None,
                 csr=csr, subject=subject, not_before=not_before, not_after=not_after, token_id=claimed.id,
                 name=claimed.name, public_key=public_key, public_key_der=spki,
+                subject_alt_names=claimed.subject_alt_names,
             )
             issued = signer.sign(request)
             cert = self._check_issued(issued, request)
@@ -525,7 +542,7 @@ class FrontdoorService:
             id=new_certificate_id(), frontdoor_id=settings.id, token_id=claimed.id, name=claimed.name,
             serial_number=issued.serial_number, certificate_pem=issued.certificate_pem, ca_chain=list(issued.ca_chain),
             subject=subject, not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
-            created_at=done_at, public_key_sha256=key_hash,
+            created_at=done_at, public_key_sha256=key_hash, subject_alt_names=request.subject_alt_names,
         )
         done = dataclasses.replace(
             claimed, state=STATE_REDEEMED, redeemed_at=done_at, certificate_id=certificate.id,
@@ -611,6 +628,8 @@ class FrontdoorService:
             refuse("subject differs")
         if not _key_is(cert, request):
             refuse("public key differs")
+        if not _sans_are(cert, request.subject_alt_names):
+            refuse("subject alternative names differ from the token's")
         if cert.not_valid_after_utc > request.not_after + _dt.timedelta(seconds=120):
             refuse("validity longer than allowed")
         try:

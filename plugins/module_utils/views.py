@@ -29,6 +29,8 @@ def token_view(record: TokenRecord, now: Optional[_dt.datetime] = None, secret: 
             "commonName": record.subject.common_name,
             "organization": record.subject.organization,
             "organizationalUnit": record.subject.organizational_unit,
+            # {"dns": [...], "ip": [...], "uri": [...], "email": [...]}, kinds without values left out; {}: none
+            "subjectAltNames": record.subject_alt_names.to_dict(),
             "expiresAt": isoformat(record.expires_at),
             "createdAt": isoformat(record.created_at),
             "createdBy": record.created_by,
@@ -55,6 +57,7 @@ def certificate_view(record: CertificateRecord) -> dict:
         "commonName": record.subject.common_name,
         "organization": record.subject.organization,
         "organizationalUnit": record.subject.organizational_unit,
+        "subjectAltNames": record.subject_alt_names.to_dict(),
         "notBefore": isoformat(record.not_before),
         "notAfter": isoformat(record.not_after),
         "createdAt": isoformat(record.created_at),

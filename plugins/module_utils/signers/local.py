@@ -30,6 +30,7 @@ except ImportError:  # pragma: no cover
     x509 = hashes = serialization = ec = rsa = ExtendedKeyUsageOID = NameOID = None
 
 from ..errors import FrontdoorError, SignerUnavailable
+from ..issued import san_general_names
 from ..model import IssuedCertificate, SignRequest, Subject, utcnow
 from .base import Signer
 
@@ -208,6 +209,10 @@ class LocalCASigner(Signer):
             .not_valid_after(request.not_after)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         )
+        if request.subject_alt_names:  # exactly the token's; the CSR's extensions are never copied
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(san_general_names(request.subject_alt_names)), critical=False
+            )
         try:
             cert = builder.sign(self._key, hashes.SHA256())
         except (ValueError, TypeError) as exc:
