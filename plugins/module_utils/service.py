@@ -83,6 +83,9 @@ class FrontdoorSettings:
     default_token_ttl: int = DAY
     max_token_ttl: int = 30 * DAY
     certificate_ttl: int = 365 * DAY  # default and upper bound; a token may ask for less
+    renewal_enabled: bool = True  # renewal with the current certificate (renewal.py)
+    renewal_window: Optional[int] = None  # renewable only in the last N seconds of a certificate's life; None: any time
+    renewal_grace: int = 0  # an expired certificate may still renew itself this long after notAfter
 
     def __post_init__(self):
         if self.default_token_ttl > self.max_token_ttl:
@@ -451,6 +454,14 @@ class FrontdoorService:
                 reason=exc.details.get("reason") if exc.details else None, message=exc.message, source=source,
             )
             raise
+
+    def renew(
+        self, frontdoor_id: str, authorization: Optional[str], csr_pem, csr_type="CSR", *, source: Optional[str] = None
+    ) -> Redemption:
+        """Renewal with the current certificate (a JWT signed by its key); the rules are in renewal.py."""
+        from .renewal import Renewer
+
+        return Renewer(self).renew(frontdoor_id, authorization, csr_pem, csr_type, source=source)
 
     def _find(self, settings: FrontdoorSettings, secret_hash: str) -> TokenRecord:
         record = self.store.find_token_by_hash(secret_hash)

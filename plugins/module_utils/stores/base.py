@@ -122,8 +122,44 @@ class TokenStore(abc.ABC):
     def revoked_serials(self, frontdoor_id: str) -> Iterable[Tuple[str, _dt.datetime]]:
         """(serial hex, revoked_at) of every revoked certificate: the local CA's CRL input."""
 
+    # -- renewal with the current certificate (renewal.py). Not abstract: a store without them
+    #    answers not_supported, and the rest of the API keeps working on it.
+    def find_certificate_by_serial(self, frontdoor_id: str, serial: str) -> Optional[CertificateRecord]:
+        """The certificate with this serial (lower-case hex, no separators, no leading zeros), or None."""
+        raise _no_renewal()
+
+    def use_renewal_jti(self, key: str, expires_at: _dt.datetime, now: _dt.datetime) -> bool:
+        """Insert-if-absent of a used renewal JWT id (``key``: already hashed and scoped by the caller),
+        kept until ``expires_at``. True the first time, False if it is there. Entries expired at ``now``
+        may be dropped on the way (their JWTs are refused as expired anyway)."""
+        raise _no_renewal()
+
+    def claim_renewal(
+        self, frontdoor_id: str, certificate_id: str, claim_id: str, claim_until: _dt.datetime, now: _dt.datetime
+    ) -> bool:
+        """Check-and-set on the certificate record: take the renewal claim if the certificate is not
+        renewed, not revoked and holds no live claim (one whose lease ends after ``now``)."""
+        raise _no_renewal()
+
+    def release_renewal(self, frontdoor_id: str, certificate_id: str, claim_id: str) -> None:
+        """Drop our claim (nothing was issued); a no-op if the claim is no longer ours."""
+        raise _no_renewal()
+
+    def record_renewal(
+        self, frontdoor_id: str, previous_id: str, claim_id: str, certificate: CertificateRecord
+    ) -> bool:
+        """Atomically: set the previous record's ``renewed_by`` to ``certificate.id`` (only while our
+        claim holds and it is not revoked) and store ``certificate``. False, and nothing kept, otherwise."""
+        raise _no_renewal()
+
     def ping(self) -> None:
         """Raise StoreUnavailable if the store cannot serve requests (health checks)."""
 
     def close(self) -> None:
         """Release connections."""
+
+
+def _no_renewal():
+    from ..errors import FrontdoorError
+
+    return FrontdoorError("not_supported", "This token store does not support renewal with the current certificate.")

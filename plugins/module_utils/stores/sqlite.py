@@ -80,6 +80,14 @@ CREATE TABLE IF NOT EXISTS chains (
     id TEXT PRIMARY KEY,
     chain TEXT NOT NULL
 );
+-- Renewal (renewal.py): renewal JWT ids already used (hashed and scoped by the caller), kept until their
+-- JWT has expired, and the certificate lookup a renewal starts from (the serial in the JWT's x5c).
+CREATE TABLE IF NOT EXISTS renewal_jtis (
+    key TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS renewal_jtis_expiry ON renewal_jtis (expires_at);
+CREATE INDEX IF NOT EXISTS certificates_fd_serial ON certificates (frontdoor_id, serial_number);
 COMMIT;
 """
 
@@ -89,6 +97,12 @@ _ADDED_COLUMNS: Tuple[Tuple[str, str, str], ...] = (
     # version 3: pre-approved Subject Alternative Names, SubjectAltNames.to_dict() as JSON; NULL: none
     ("tokens", "subject_alt_names", "TEXT"),
     ("certificates", "subject_alt_names", "TEXT"),
+    # renewal with the current certificate: the link between a certificate and its renewal (both ways), and
+    # the renewal's claim (check-and-set with a lease, like a token's: one renewal per certificate)
+    ("certificates", "previous_certificate_id", "TEXT"),
+    ("certificates", "renewed_by", "TEXT"),
+    ("certificates", "renewal_claim", "TEXT"),
+    ("certificates", "renewal_claim_until", "REAL"),
 )
 _USER_VERSION = 3
 
@@ -152,7 +166,7 @@ _TOKEN_CAS = "UPDATE tokens SET %s WHERE id = :id AND frontdoor_id = :frontdoor_
 _CERT_FIELDS = (
     "id", "frontdoor_id", "token_id", "name", "serial_number", "certificate_pem", "ca_chain", "common_name",
     "organization", "organizational_unit", "not_before", "not_after", "created_at", "public_key_sha256", "revoked_at",
-    "subject_alt_names",
+    "subject_alt_names", "previous_certificate_id", "renewed_by",
 )
 _CERT_INSERT = "INSERT INTO certificates (%s) VALUES (%s)" % (", ".join(_CERT_FIELDS), ", ".join("?" * len(_CERT_FIELDS)))
 # The chain a certificate names comes with it: inline JSON in rows before version 2, else the chains row.
@@ -204,6 +218,7 @@ def _cert_row(c: CertificateRecord, chain_ref: str) -> tuple:
         c.id, c.frontdoor_id, c.token_id, c.name, c.serial_number, c.certificate_pem, chain_ref,
         c.subject.common_name, c.subject.organization, c.subject.organizational_unit, _ts(c.not_before),
         _ts(c.not_after), _ts(c.created_at), c.public_key_sha256, _ts(c.revoked_at), _sans_json(c.subject_alt_names),
+        c.previous_certificate_id, c.renewed_by,
     )
 
 
@@ -217,7 +232,8 @@ def _cert_from(row) -> CertificateRecord:
         id=row[0], frontdoor_id=row[1], token_id=row[2], name=row[3], serial_number=row[4], certificate_pem=row[5],
         ca_chain=json.loads(chain), subject=Subject(row[7], row[8], row[9]), not_before=_dt_from(row[10]),
         not_after=_dt_from(row[11]), created_at=_dt_from(row[12]), public_key_sha256=row[13],
-        revoked_at=_dt_from(row[14]), subject_alt_names=_sans_from(row[15]),
+        revoked_at=_dt_from(row[14]), subject_alt_names=_sans_from(row[15]), previous_certificate_id=row[16],
+        renewed_by=row[17],
     )
 
 
@@ -449,6 +465,49 @@ class SQLiteStore(TokenStore):
             (frontdoor_id,),
         )
         return [(r[0], _dt_from(r[1])) for r in rows]
+
+    # -- renewal ---------------------------------------------------------------
+    def find_certificate_by_serial(self, frontdoor_id: str, serial: str) -> Optional[CertificateRecord]:
+        rows = self._rows(
+            _CERT_SELECT + " WHERE c.frontdoor_id = ? AND c.serial_number = ? ORDER BY c.created_at LIMIT 1",
+            (frontdoor_id, serial),
+        )
+        return _cert_from(rows[0]) if rows else None
+
+    def use_renewal_jti(self, key: str, expires_at: _dt.datetime, now: _dt.datetime) -> bool:
+        with self._transaction() as conn:
+            # the expired ones go first, in the same write: the table holds at most ~6 minutes of renewals
+            conn.execute("DELETE FROM renewal_jtis WHERE expires_at <= ?", (now.timestamp(),))
+            return conn.execute(
+                "INSERT OR IGNORE INTO renewal_jtis (key, expires_at) VALUES (?, ?)", (key, expires_at.timestamp())
+            ).rowcount == 1
+
+    def claim_renewal(self, frontdoor_id, certificate_id, claim_id, claim_until, now) -> bool:
+        return self._execute(
+            "UPDATE certificates SET renewal_claim = ?, renewal_claim_until = ? WHERE id = ? AND frontdoor_id = ? "
+            "AND renewed_by IS NULL AND revoked_at IS NULL AND (renewal_claim IS NULL OR renewal_claim_until <= ?)",
+            (claim_id, claim_until.timestamp(), certificate_id, frontdoor_id, now.timestamp()),
+        ).rowcount == 1
+
+    def release_renewal(self, frontdoor_id, certificate_id, claim_id) -> None:
+        self._execute(
+            "UPDATE certificates SET renewal_claim = NULL, renewal_claim_until = NULL "
+            "WHERE id = ? AND frontdoor_id = ? AND renewal_claim = ?",
+            (certificate_id, frontdoor_id, claim_id),
+        )
+
+    def record_renewal(self, frontdoor_id, previous_id, claim_id, certificate) -> bool:
+        chain_text, chain_ref = _chain_ref(certificate.ca_chain)
+        with self._transaction() as conn:
+            if conn.execute(
+                "UPDATE certificates SET renewed_by = ?, renewal_claim = NULL, renewal_claim_until = NULL "
+                "WHERE id = ? AND frontdoor_id = ? AND renewal_claim = ? AND renewed_by IS NULL AND revoked_at IS NULL",
+                (certificate.id, previous_id, frontdoor_id, claim_id),
+            ).rowcount != 1:
+                return False
+            conn.execute("INSERT OR IGNORE INTO chains (id, chain) VALUES (?, ?)", (chain_ref, chain_text))
+            conn.execute(_CERT_INSERT, _cert_row(certificate, chain_ref))
+            return True
 
     def ping(self) -> None:
         self._rows("SELECT 1")
