@@ -16,6 +16,15 @@ from pydantic import BaseModel, Field
 _TIME = {"format": "date-time"}
 
 
+class SubjectAltNames(BaseModel):
+    """Pre-approved SANs (``SubjectAltNames.to_dict()``): kinds without values are left out; ``{}``: none."""
+
+    dns: Optional[List[str]] = Field(None, description="DNS names, lower-case.")
+    ip: Optional[List[str]] = Field(None, description="IPv4/IPv6 addresses, IPv6 compressed.")
+    uri: Optional[List[str]] = Field(None, description="Absolute URIs, e.g. spiffe://example.org/ns/prod/sa/api.")
+    email: Optional[List[str]] = Field(None, description="Email addresses.")
+
+
 class Token(BaseModel):
     """A certificate request token, without its secret (``frontdoor_pki.views.token_view``)."""
 
@@ -24,6 +33,7 @@ class Token(BaseModel):
     commonName: Optional[str] = Field(description="Locked into the certificate when set; else taken from the CSR.")
     organization: Optional[str]
     organizationalUnit: Optional[str]
+    subjectAltNames: SubjectAltNames = Field(description="Locked into the certificate: it carries exactly these SANs.")
     expiresAt: str = Field(json_schema_extra=_TIME)
     createdAt: str = Field(json_schema_extra=_TIME)
     createdBy: Optional[str] = Field(description="The API token's name that created it.")
@@ -66,6 +76,7 @@ class Certificate(BaseModel):
     commonName: Optional[str]
     organization: Optional[str]
     organizationalUnit: Optional[str]
+    subjectAltNames: SubjectAltNames = Field(description="The SANs the certificate carries (its token's).")
     notBefore: str = Field(json_schema_extra=_TIME)
     notAfter: str = Field(json_schema_extra=_TIME)
     createdAt: str = Field(json_schema_extra=_TIME)
