@@ -15,6 +15,7 @@ import datetime as _dt
 import fcntl
 import os
 import re
+import secrets
 import tempfile
 from contextlib import contextmanager
 from typing import Iterable, List, Optional, Tuple
@@ -103,9 +104,12 @@ def _create_root_if_missing(ca_dir: str, organization: str) -> Tuple[str, str]:
     root_key_path, root_path = os.path.join(ca_dir, "root.key"), os.path.join(ca_dir, "root.pem")
     if not os.path.exists(root_path):
         root_key = ec.generate_private_key(ec.SECP256R1())
+        # The DN is unique per install (a random serialNumber attribute): a certificate from another install's CA
+        # never has the same issuer name as ours, so a name comparison cannot mistake one for the other.
         root_name = x509.Name([
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
             x509.NameAttribute(NameOID.COMMON_NAME, "frontdoor.pki local root CA"),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, secrets.token_hex(8)),
         ])
         root = _ca_cert(root_name, root_name, root_key.public_key(), root_key, utcnow() + ROOT_LIFETIME, 1)
         _write_private(root_key_path, _key_pem(root_key), 0o600)
@@ -136,6 +140,7 @@ def ensure_local_ca(state_dir: str, frontdoor_id: str, organization: str = "fron
             int_name = x509.Name([
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
                 x509.NameAttribute(NameOID.COMMON_NAME, "frontdoor.pki intermediate CA for %s" % frontdoor_id),
+                x509.NameAttribute(NameOID.SERIAL_NUMBER, secrets.token_hex(8)),  # unique per install, as the root
             ])
             not_after = min(now + INTERMEDIATE_LIFETIME, root.not_valid_after_utc)
             inter = _ca_cert(int_name, root.subject, int_key.public_key(), root_key, not_after, 0, issuer_cert=root)
