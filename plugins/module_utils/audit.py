@@ -10,6 +10,18 @@ The file is written by the standard library's ``WatchedFileHandler``: it notices
 renames the file and opens a new one by name before the next line, so no line is lost and
 ``copytruncate`` is not needed. Lines are appended (O_APPEND) and flushed one by one, so lines
 of several processes interleave whole.
+
+When a line cannot be written (disk full, file or directory gone, permissions), ``emit`` raises.
+What the service does then depends on the action (docs/operations.md, "Audit log"):
+
+- an action that grants something (create a token, redeem, hand out a certificate again) does not
+  happen without its line: ``emit_required`` turns the failure into ``AuditUnavailable`` (503
+  ``audit_unavailable``) and the service writes the line *before* the step that cannot be taken back,
+  or undoes what it wrote (a created token is deleted: its secret was never shown);
+- an action that takes something away or only refuses (revoke, delete, clean up, a refused
+  redemption, a discarded certificate) goes ahead: refusing a revocation because a log disk is full
+  would keep a credential alive. ``emit_or_report`` sends the line that could not be written to the
+  ``frontdoor.audit`` logger at ERROR (the gateway's stderr / journal) instead.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ import os
 import sys
 from typing import IO, List, Optional
 
+from .errors import AuditUnavailable
 from .model import isoformat, utcnow
 from .tokens import redact
 
@@ -47,7 +60,26 @@ class _AuditFile(logging.handlers.WatchedFileHandler):
         failure = sys.exc_info()[1]
         if failure is None:
             return super().handleError(record)
+        self._drop_stream()
         raise failure
+
+    def _drop_stream(self) -> None:
+        """Forget the stream and the bytes of the line that failed, which it still buffers: that line's
+        action was refused, so it must never reach the file later (a disk that has room again would take
+        it at the next flush), and a stream stuck on a write error would fail every later line too. The
+        file descriptor is closed first, so closing the wrapper cannot write the buffered bytes anywhere.
+        The next line opens the file again by name."""
+        stream, self.stream = self.stream, None
+        if stream is None:
+            return
+        try:
+            stream.buffer.raw.close()
+        except Exception:  # noqa: BLE001, S110 - already closed or not a file: nothing left to write to
+            pass
+        try:
+            stream.close()
+        except Exception:  # noqa: BLE001, S110 - the flush of the dropped bytes fails by design
+            pass
 
 
 class AuditLog:
@@ -82,6 +114,36 @@ class AuditLog:
 class NullAudit(AuditLog):
     def __init__(self):
         super().__init__(None, None)
+
+
+_fallback = logging.getLogger("frontdoor.audit")
+
+
+def emit_required(audit: AuditLog, event: str, **fields) -> dict:
+    """The line an action depends on: written, or ``AuditUnavailable`` (and the caller must not go on)."""
+    try:
+        return audit.emit(event, **fields)
+    except Exception as exc:  # noqa: BLE001 - whatever the handler raised, the line is not on disk
+        _fallback.error("audit line %s could not be written (%s: %s); the action was refused",
+                        event, type(exc).__name__, exc)
+        raise AuditUnavailable(
+            "The audit log cannot be written right now (%s); the action was not completed (no secret or "
+            "certificate was handed out): retry once it is writable."
+            % type(exc).__name__,
+            retry_after=30,
+        ) from None
+
+
+def emit_or_report(audit: AuditLog, event: str, **fields) -> Optional[dict]:
+    """The line of an action that goes ahead anyway: written, or logged at ERROR with the full entry."""
+    try:
+        return audit.emit(event, **fields)
+    except Exception as exc:  # noqa: BLE001
+        entry = {"event": event}
+        entry.update((k, redact(v) if isinstance(v, str) else v) for k, v in fields.items() if v is not None)
+        _fallback.error("audit line not written (%s: %s): %s", type(exc).__name__, exc,
+                        json.dumps(entry, separators=(",", ":"), default=str))
+        return None
 
 
 def stderr_audit() -> AuditLog:

@@ -44,6 +44,7 @@ ERROR_STATUS = {
     "signer_error": 502,
     "signer_unavailable": 503,
     "store_unavailable": 503,
+    "audit_unavailable": 503,  # the audit line an action depends on could not be written; the action did not happen
     "gateway_unavailable": 503,  # client side: the gateway could not be reached (network, TLS, timeout)
     "internal_error": 500,
 }
@@ -90,3 +91,10 @@ class StoreUnavailable(FrontdoorError):
 
     def __init__(self, message, details=None, retry_after=None):
         super(StoreUnavailable, self).__init__("store_unavailable", message, details, retry_after)
+
+
+class AuditUnavailable(FrontdoorError):
+    """The audit line an action depends on could not be written, so the action was undone or not done."""
+
+    def __init__(self, message, details=None, retry_after=None):
+        super(AuditUnavailable, self).__init__("audit_unavailable", message, details, retry_after)

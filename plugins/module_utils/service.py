@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover
     x509 = ExtendedKeyUsageOID = None
 
 from . import csr as csrmod
-from .audit import AuditLog, NullAudit
+from .audit import AuditLog, NullAudit, emit_or_report, emit_required
 from .errors import FrontdoorError, SignerUnavailable, StoreUnavailable
 from .issued import key_is as _key_is
 from .issued import sans_are as _sans_are
@@ -228,10 +228,19 @@ class FrontdoorService:
             subject_alt_names=sans,
         )
         self.store.create_token(record)
-        self.audit.emit(
-            "token.created", actor=actor, frontdoor=settings.id, tokenId=record.id, name=name,
-            expiresAt=isoformat(expiry),
-        )
+        try:
+            emit_required(
+                self.audit, "token.created", actor=actor, frontdoor=settings.id, tokenId=record.id, name=name,
+                expiresAt=isoformat(expiry),
+            )
+        except FrontdoorError:
+            # No audit line, no token: its secret was never shown, so removing it takes nothing from anyone.
+            # Should the delete fail too, the token is unusable (nobody has the secret) and expires.
+            try:
+                self.store.delete_token(settings.id, record.id)
+            except Exception:  # noqa: BLE001, S110 - the audit failure is what the caller must see
+                pass
+            raise
         return record, secret
 
     def get_token(self, frontdoor_id: str, token_id: str) -> TokenRecord:
@@ -341,8 +350,8 @@ class FrontdoorService:
             return record
 
         record = self._cas_update(frontdoor_id, token_id, change)
-        self.audit.emit(
-            "token.updated", actor=actor, frontdoor=frontdoor_id, tokenId=token_id, fields=sorted(changes),
+        emit_required(
+            self.audit, "token.updated", actor=actor, frontdoor=frontdoor_id, tokenId=token_id, fields=sorted(changes),
             expiresAt=isoformat(record.expires_at),
         )
         return record
@@ -361,8 +370,8 @@ class FrontdoorService:
             return record
 
         record = self._cas_update(frontdoor_id, token_id, change)
-        self.audit.emit(
-            "token.refreshed", actor=actor, frontdoor=frontdoor_id, tokenId=token_id,
+        emit_required(
+            self.audit, "token.refreshed", actor=actor, frontdoor=frontdoor_id, tokenId=token_id,
             expiresAt=isoformat(record.expires_at),
         )
         return record, secret
@@ -381,7 +390,8 @@ class FrontdoorService:
             raise
         if not deleted:
             raise FrontdoorError("token_not_found", "Token %s was already deleted." % token_id)
-        self.audit.emit("token.deleted", actor=actor, frontdoor=frontdoor_id, tokenId=token_id, name=record.name)
+        emit_or_report(self.audit, "token.deleted", actor=actor, frontdoor=frontdoor_id, tokenId=token_id,
+                       name=record.name)
         return record
 
     def _claim_for_delete(self, frontdoor_id: str, token_id: str) -> TokenRecord:
@@ -423,8 +433,8 @@ class FrontdoorService:
             dry_run=dry_run,
         )
         if not dry_run:
-            self.audit.emit(
-                "tokens.cleaned", actor=actor, frontdoor=frontdoor_id or "*", statuses=list(wanted),
+            emit_or_report(
+                self.audit, "tokens.cleaned", actor=actor, frontdoor=frontdoor_id or "*", statuses=list(wanted),
                 olderThanSeconds=int(age.total_seconds()), deleted=len(ids), tokenIds=ids[:1000],
             )
         return ids
@@ -449,8 +459,9 @@ class FrontdoorService:
                 settings, record, csr, public_key, key_hash, requested_subject, source, secret_hash, spki,
             )
         except FrontdoorError as exc:
-            self.audit.emit(
-                "redemption.refused", frontdoor=str(frontdoor_id)[:64], tokenId=token_id, code=exc.code,
+            # a refusal changes nothing: the redeemer gets the true answer even when its line cannot be written
+            emit_or_report(
+                self.audit, "redemption.refused", frontdoor=str(frontdoor_id)[:64], tokenId=token_id, code=exc.code,
                 reason=exc.details.get("reason") if exc.details else None, message=exc.message, source=source,
             )
             raise
@@ -462,6 +473,47 @@ class FrontdoorService:
         from .renewal import Renewer
 
         return Renewer(self).renew(frontdoor_id, authorization, csr_pem, csr_type, source=source)
+
+    def redeem_bound(
+        self, frontdoor_id: str, token_id: str, csr_pem, *, renewal: bool = False, source: Optional[str] = None
+    ) -> Redemption:
+        """Redemption for a holder the caller authenticated otherwise: the ACME account bound to the token
+        through its External Account Binding (acme/server.py), which holds the EAB key, not the secret.
+        The same rules as redeem(): single use, the subject and SANs from the token, the CSR's key, audit, a
+        failure before issue leaves the token redeemable.
+
+        ``renewal``: another certificate for a token already redeemed, only while the certificate the token
+        last issued is valid (not revoked, not expired) and the token is not claimed; the caller must have
+        checked that the request comes from the account bound to the token. Each is audited token.renewed."""
+        try:
+            settings = self.frontdoor(frontdoor_id)
+            self._require_tcp_shares(settings, "redeemed")
+            csr, public_key = csrmod.load_csr_and_key(csr_pem, "CSR")
+            spki = csrmod.public_key_der(public_key)
+            key_hash = csrmod.public_key_sha256(public_key, spki)
+            record = self._token(frontdoor_id, token_id)
+            return self._redeem(
+                settings, record, csr, public_key, key_hash, csrmod.csr_subject(csr), source, record.secret_hash,
+                spki, renewal=renewal,
+            )
+        except FrontdoorError as exc:
+            emit_or_report(
+                self.audit, "redemption.refused", frontdoor=str(frontdoor_id)[:64], tokenId=token_id, code=exc.code,
+                reason=exc.details.get("reason") if exc.details else None, message=exc.message, source=source,
+            )
+            raise
+
+    def _check_renewable(self, settings: FrontdoorSettings, record: TokenRecord, now: _dt.datetime) -> None:
+        """A bound ACME account may renew while the token's last certificate is valid, and only then."""
+        last = None
+        if record.state == STATE_REDEEMED and record.certificate_id:
+            last = self.store.get_certificate(settings.id, record.certificate_id)
+        if last is None or last.revoked_at is not None or last.not_after <= now:
+            raise FrontdoorError(
+                "token_already_used",
+                "Token %s cannot renew: renewal needs the certificate it last issued to be valid (not revoked, "
+                "not expired). Ask for a new token." % record.id,
+            )
 
     def _find(self, settings: FrontdoorSettings, secret_hash: str) -> TokenRecord:
         record = self.store.find_token_by_hash(secret_hash)
@@ -477,18 +529,21 @@ class FrontdoorService:
 
     def _redeem(
         self, settings, record, csr, public_key, key_hash, requested_subject, source, secret_hash, spki=None,
+        renewal: bool = False,
     ) -> Redemption:
         """Check, claim, sign, check what was signed, record."""
         signer = self.signers[settings.id]
         claimed = None
         for _attempt in range(_CAS_ATTEMPTS):
             now = self.clock()
-            if record.state == STATE_REDEEMED:
+            if renewal:
+                self._check_renewable(settings, record, now)
+            elif record.state == STATE_REDEEMED:
                 if record.public_key_sha256 and hashes_equal(record.public_key_sha256, key_hash):
                     certificate = self.store.get_certificate(settings.id, record.certificate_id)
                     if certificate is not None:
-                        self.audit.emit(
-                            "redemption.replayed", frontdoor=settings.id, tokenId=record.id,
+                        emit_required(
+                            self.audit, "redemption.replayed", frontdoor=settings.id, tokenId=record.id,
                             certificateId=certificate.id, serial=certificate.serial_number, source=source,
                         )
                         return Redemption(certificate, replayed=True)
@@ -499,7 +554,7 @@ class FrontdoorService:
                     % isoformat(record.redeemed_at),
                     details={"redeemedAt": isoformat(record.redeemed_at)},
                 )
-            if record.expires_at <= now:
+            if not renewal and record.expires_at <= now:
                 raise FrontdoorError(
                     "token_expired",
                     "This token expired at %s. Ask the administrator to refresh it or create a new one."
@@ -556,10 +611,24 @@ class FrontdoorService:
             created_at=done_at, public_key_sha256=key_hash, subject_alt_names=request.subject_alt_names,
         )
         done = dataclasses.replace(
-            claimed, state=STATE_REDEEMED, redeemed_at=done_at, certificate_id=certificate.id,
+            claimed, state=STATE_REDEEMED, redeemed_at=claimed.redeemed_at if renewal else done_at,
+            certificate_id=certificate.id,
             public_key_sha256=key_hash, claim_id=None, claim_until=None, updated_at=done_at,
             version=claimed.version + 1,
         )
+        try:
+            # Written before the record, which cannot be taken back: no certificate is handed out without its
+            # line. Should the record fail, certificate.discarded with the same serial follows.
+            emit_required(
+                self.audit, "token.renewed" if renewal else "token.redeemed", actor=source or "anonymous",
+                frontdoor=settings.id,
+                tokenId=claimed.id, certificateId=certificate.id, serial=certificate.serial_number,
+                commonName=subject.common_name, notAfter=isoformat(certificate.not_after), source=source,
+            )
+        except FrontdoorError:
+            self._discard(signer, certificate, "audit log unavailable")
+            self._release(claimed)
+            raise
         try:
             recorded = self.store.record_redemption(done, claimed.version, certificate)
         except Exception as exc:  # noqa: BLE001
@@ -583,11 +652,6 @@ class FrontdoorService:
                 "The token changed while it was being redeemed (the redemption outlived its lease); retry.",
                 retry_after=1,
             )
-        self.audit.emit(
-            "token.redeemed", actor=source or "anonymous", frontdoor=settings.id, tokenId=claimed.id,
-            certificateId=certificate.id, serial=certificate.serial_number, commonName=subject.common_name,
-            notAfter=isoformat(certificate.not_after), source=source,
-        )
         return Redemption(certificate, replayed=False)
 
     def _recorded_anyway(self, frontdoor_id: str, token_id: str, certificate_id: str) -> bool:
@@ -615,8 +679,8 @@ class FrontdoorService:
             outcome = "revoked"
         except Exception:  # noqa: BLE001
             outcome = "revocation failed"
-        self.audit.emit(
-            "certificate.discarded", frontdoor=certificate.frontdoor_id, tokenId=certificate.token_id,
+        emit_or_report(
+            self.audit, "certificate.discarded", frontdoor=certificate.frontdoor_id, tokenId=certificate.token_id,
             serial=certificate.serial_number, reason=why, outcome=outcome,
         )
 
@@ -682,8 +746,9 @@ class FrontdoorService:
         self.signers[frontdoor_id].revoke(record)
         now = self.clock()
         self.store.mark_revoked(frontdoor_id, certificate_id, now)
-        self.audit.emit(
-            "certificate.revoked", actor=actor, frontdoor=frontdoor_id, certificateId=certificate_id,
+        # revocation takes a credential away: it is never held back by an audit log that cannot be written
+        emit_or_report(
+            self.audit, "certificate.revoked", actor=actor, frontdoor=frontdoor_id, certificateId=certificate_id,
             tokenId=record.token_id, serial=record.serial_number,
         )
         return self.get_certificate(frontdoor_id, certificate_id)
