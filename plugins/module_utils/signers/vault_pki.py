@@ -12,6 +12,14 @@ policy can grant ``pki/roles/frontdoor-*`` and nothing else — written once per
 first need (an idempotent write: several gateways may do it at once) and cached.
 ``sign-verbatim`` would copy the CSR's subject, SANs and EKU: not usable here.
 
+SANs: a token's pre-approved SANs go in the sign request (``alt_names`` for DNS names and emails, which
+Vault sorts by the ``@``; ``ip_sans``; ``uri_sans``), as comma-separated text (the only form OpenBao takes
+for ``alt_names``; sans.py refuses commas inside a value), never the CSR's. A managed role only
+admits IP and URI SANs when the token has SANs: such requests use a role of their own (``sans`` in the
+role's hash material, ``allow_ip_sans`` and ``allowed_uri_sans: ["*"]``), so the roles of tokens without
+SANs stay as strict as before. An operator's own role must allow what the tokens carry; whatever it
+says, the returned SANs are checked to be exactly the token's (``issued.sans_are``).
+
 With ``manageRoles: false`` an operator provides the roles: ``role`` (one fixed role) or
 ``roleTemplate`` (``{organization}``, ``{organizationalUnit}``, ``{hash}``, ``{frontdoor}``).
 Whatever the role says, the returned certificate is checked: a subject or key that differs
@@ -39,7 +47,7 @@ except ImportError:  # pragma: no cover
     x509 = serialization = rsa = None
 
 from ..errors import FrontdoorError, SignerUnavailable
-from ..issued import key_is, subject_is
+from ..issued import key_is, sans_are, subject_is
 from ..model import CertificateRecord, IssuedCertificate, SignRequest, utcnow
 from ..tokens import parse_duration
 from ..vault.client import VaultClient, hvac_exc, shared_client
@@ -52,25 +60,31 @@ _ROLE_NAMES_MAX = 4096  # (O, OU) pairs remembered per signer; bounded for long-
 
 
 def role_name(organization: Optional[str], organizational_unit: Optional[str], max_ttl: int, no_store: bool,
-              rsa: bool = False) -> str:
+              rsa: bool = False, sans: bool = False) -> str:
     """``frontdoor-<hash>``: one role per (O, OU), key family and role settings; the hash keeps names
     short and path-safe. RSA keys get their own role because only they get keyEncipherment
-    (Vault copies the role's key_usage whatever the key type)."""
-    material = json.dumps([organization, organizational_unit, int(max_ttl), bool(no_store)] + (["rsa"] if rsa else []))
+    (Vault copies the role's key_usage whatever the key type); tokens with SANs get their own role
+    because only those need IP and URI SANs allowed (the names of roles without them do not change)."""
+    material = json.dumps(
+        [organization, organizational_unit, int(max_ttl), bool(no_store)] + (["rsa"] if rsa else [])
+        + (["sans"] if sans else [])
+    )
     return ROLE_PREFIX + hashlib.sha256(material.encode("utf-8")).hexdigest()[:24]
 
 
 def role_parameters(organization: Optional[str], organizational_unit: Optional[str], max_ttl: int, no_store: bool,
-                    rsa: bool = False) -> Dict[str, Any]:
-    """A client-auth-only role that takes nothing from the CSR but the key."""
+                    rsa: bool = False, sans: bool = False) -> Dict[str, Any]:
+    """A client-auth-only role that takes nothing from the CSR but the key. With ``sans``, it also admits the
+    IP and URI SANs the sign request names (DNS names and emails pass through ``allow_any_name``); the
+    values come from the token, never from the CSR (``use_csr_sans`` is off)."""
     return {
         "organization": [organization] if organization else [],
         "ou": [organizational_unit] if organizational_unit else [],
         "allow_any_name": True,
         "enforce_hostnames": False,
         "cn_validations": ["disabled"],
-        "allow_ip_sans": False,
-        "allowed_uri_sans": [],
+        "allow_ip_sans": bool(sans),
+        "allowed_uri_sans": ["*"] if sans else [],
         "allowed_other_sans": [],
         "allow_wildcard_certificates": False,
         "use_csr_common_name": False,
@@ -138,18 +152,19 @@ class VaultPKISigner(Signer):
         self.role_max_ttl = int(role_max_ttl)
         self.no_store = bool(no_store)
         self._roles: Dict[str, bool] = {}
-        self._role_names: Dict[Tuple[Optional[str], Optional[str], bool], str] = {}
+        self._role_names: Dict[Tuple[Optional[str], Optional[str], bool, bool], str] = {}
         self._lock = threading.Lock()
         self._chain: Optional[List[str]] = None
         self._issuer_not_after: Optional[_dt.datetime] = None
 
     # -- roles -------------------------------------------------------------------------
-    def role_for(self, organization: Optional[str], organizational_unit: Optional[str], rsa: bool = False) -> str:
+    def role_for(self, organization: Optional[str], organizational_unit: Optional[str], rsa: bool = False,
+                 sans: bool = False) -> str:
         if self.manage_roles:
-            key = (organization, organizational_unit, rsa)
+            key = (organization, organizational_unit, rsa, sans)
             name = self._role_names.get(key)
             if name is None:  # a JSON dump and a SHA-256 per redemption otherwise; the settings never change
-                name = role_name(organization, organizational_unit, self.role_max_ttl, self.no_store, rsa)
+                name = role_name(organization, organizational_unit, self.role_max_ttl, self.no_store, rsa, sans)
                 if len(self._role_names) >= _ROLE_NAMES_MAX:
                     self._role_names.clear()
                 self._role_names[key] = name
@@ -163,10 +178,10 @@ class VaultPKISigner(Signer):
         )
 
     def _ensure_role(self, name: str, organization: Optional[str], organizational_unit: Optional[str],
-                     rsa: bool = False) -> None:
+                     rsa: bool = False, sans: bool = False) -> None:
         if not self.manage_roles or self._roles.get(name):
             return
-        params = role_parameters(organization, organizational_unit, self.role_max_ttl, self.no_store, rsa)
+        params = role_parameters(organization, organizational_unit, self.role_max_ttl, self.no_store, rsa, sans)
 
         def run(c):
             return c.secrets.pki.create_or_update_role(name, extra_params=dict(params), mount_point=self.mount)
@@ -185,8 +200,9 @@ class VaultPKISigner(Signer):
     def sign(self, request: SignRequest) -> IssuedCertificate:
         subject = request.subject
         rsa_key = isinstance(request.key(), rsa.RSAPublicKey)
-        name = self.role_for(subject.organization, subject.organizational_unit, rsa_key)
-        self._ensure_role(name, subject.organization, subject.organizational_unit, rsa_key)
+        sans = request.subject_alt_names
+        name = self.role_for(subject.organization, subject.organizational_unit, rsa_key, bool(sans))
+        self._ensure_role(name, subject.organization, subject.organizational_unit, rsa_key, bool(sans))
         now = utcnow()
         ttl = max(1, int(math.ceil((request.not_after - now).total_seconds())))
         params = {
@@ -196,6 +212,13 @@ class VaultPKISigner(Signer):
             "ttl": "%ds" % ttl,
             "format": "pem",
         }
+        if sans:  # OpenBao takes alt_names only as comma-separated text (a JSON list is refused); sans.py refuses commas
+            if sans.dns or sans.email:
+                params["alt_names"] = ",".join(sans.dns + sans.email)
+            if sans.ip:
+                params["ip_sans"] = ",".join(sans.ip)
+            if sans.uri:
+                params["uri_sans"] = ",".join(sans.uri)
 
         try:
             response = self._sign_once(name, request, params)
@@ -207,7 +230,7 @@ class VaultPKISigner(Signer):
                     "PKI role %s does not exist on mount %r; create it or enable signer.manageRoles." % (name, self.mount),
                     retry_after=1,
                 ) from None
-            self._ensure_role(name, subject.organization, subject.organizational_unit, rsa_key)
+            self._ensure_role(name, subject.organization, subject.organizational_unit, rsa_key, bool(sans))
             try:
                 response = self._sign_once(name, request, params)
             except _UnknownRole:
@@ -248,12 +271,11 @@ class VaultPKISigner(Signer):
             problems.append("public key differs")
         if cert.not_valid_after_utc > request.not_after + EXPIRY_SLACK:
             problems.append("valid until %s, later than allowed" % cert.not_valid_after_utc.isoformat())
-        try:
-            sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            if len(sans):
-                problems.append("carries subject alternative names")
-        except x509.ExtensionNotFound:
-            pass
+        if not sans_are(cert, request.subject_alt_names):
+            problems.append(
+                "subject alternative names differ from the token's (check the role's allowed SANs)"
+                if request.subject_alt_names else "carries subject alternative names"
+            )
         if problems:
             raise FrontdoorError(
                 "signer_error",
