@@ -13,8 +13,10 @@ Why it works this way (facts measured on step-ca 0.19, see docs/step-ca.md):
   from the OTT's ``sans``. So ``sub``/``sans`` echo the CSR (which is harmless: they are only
   checked, never copied), and the subject we decided travels in a custom claim ``frontdoor`` that
   the provisioner's x509 template (``x509_template()``, printed by
-  ``frontdoor-gateway step-ca-template``) turns into the certificate's subject. The template
-  also fixes the rest of the profile: no SANs, KU digitalSignature (+keyEncipherment for RSA),
+  ``frontdoor-gateway step-ca-template``) turns into the certificate's subject. The token's
+  pre-approved SANs travel in the same claim (``sans``: step-ca's own ``{"type", "value"}`` objects)
+  and become the certificate's SANs; none in the claim, none in the certificate. The template
+  also fixes the rest of the profile: KU digitalSignature (+keyEncipherment for RSA),
   EKU clientAuth, CA=false; nothing else from the CSR is used.
 * Lifetimes: we ask for ``notAfter``; step-ca refuses (403) durations outside the provisioner's
   claims (default 5 min .. 24 h), so ``not_after_limit()`` clamps to the provisioner maximum.
@@ -55,7 +57,8 @@ except ImportError:  # pragma: no cover
     JWException = ValueError
 
 from ..errors import FrontdoorError, SignerUnavailable
-from ..model import IssuedCertificate, SignRequest, utcnow
+from ..issued import sans_are
+from ..model import SAN_KINDS, IssuedCertificate, SignRequest, SubjectAltNames, utcnow
 from .base import Signer
 
 #: the custom OTT claim the template reads the subject from
@@ -104,7 +107,11 @@ def x509_template_text() -> str:
         "{{- end }}\n"
         '    "commonName": {{ toJson .Token.%(c)s.cn }}\n'
         "  },\n"
+        "{{- if .Token.%(c)s.sans }}\n"
+        '  "sans": {{ toJson .Token.%(c)s.sans }},\n'
+        "{{- else }}\n"
         '  "sans": [],\n'
+        "{{- end }}\n"
         '{{- if typeIs "*rsa.PublicKey" .Insecure.CR.PublicKey }}\n'
         '  "keyUsage": ["digitalSignature", "keyEncipherment"],\n'
         "{{- else }}\n"
@@ -243,10 +250,16 @@ def csr_common_name(csr: x509.CertificateSigningRequest) -> str:
     return value if isinstance(value, str) else ""
 
 
+def stepca_sans(sans: SubjectAltNames) -> List[Dict[str, str]]:
+    """The token's SANs as step-ca's x509 template writes them (``x509util.SubjectAlternativeName``:
+    type dns / ip / uri / email and the value), for the template's ``sans``."""
+    return [{"type": kind, "value": value} for kind in SAN_KINDS for value in getattr(sans, kind)]
+
+
 def csr_sans(csr: x509.CertificateSigningRequest) -> List[str]:
     """The CSR's SANs as step-ca's token ``sans`` (it refuses a CSR whose SANs differ from them).
 
-    They are only compared by step-ca; the template puts none into the certificate."""
+    They are only compared by step-ca; the template puts the token's SANs into the certificate, never these."""
     try:
         ext = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (x509.ExtensionNotFound, ValueError):
@@ -354,6 +367,8 @@ class StepCASigner(Signer):
             claim["o"] = subject.organization
         if subject.organizational_unit:
             claim["ou"] = subject.organizational_unit
+        if request.subject_alt_names:
+            claim["sans"] = stepca_sans(request.subject_alt_names)
         return self.one_time_token("/1.0/sign", cn, {"sans": csr_sans(request.csr), CLAIM: claim})
 
     # -- HTTP --------------------------------------------------------------------------------
@@ -637,8 +652,9 @@ class StepCASigner(Signer):
 def profile_problem(cert: x509.Certificate, request: SignRequest) -> Optional[str]:
     """Why ``cert`` is not exactly the profile the template must produce, or None.
 
-    The service checks subject, key, EKU and CA flag too; this also catches SANs and extra
-    subject attributes, which a wrong step-ca template would add."""
+    The service checks subject, key, SANs, EKU and CA flag too; this also catches extra subject
+    attributes, which a wrong step-ca template would add, and SANs other than the token's (an older
+    frontdoor template, which wrote none)."""
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     def values(oid):
@@ -655,11 +671,11 @@ def profile_problem(cert: x509.Certificate, request: SignRequest) -> Optional[st
     if extra:
         return "extra subject attributes %s" % ", ".join(sorted(o._name for o in extra))
     extensions = cert.extensions
-    try:
-        extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        return "it has subject alternative names"
-    except x509.ExtensionNotFound:
-        pass
+    if not sans_are(cert, request.subject_alt_names):
+        return (
+            "its subject alternative names differ from the token's" if request.subject_alt_names
+            else "it has subject alternative names"
+        )
     try:
         eku = list(extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
         basic = extensions.get_extension_for_class(x509.BasicConstraints).value

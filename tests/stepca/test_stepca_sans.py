@@ -1,0 +1,57 @@
+"""Pre-approved SANs on the step-ca signer, against a real step-ca: the template writes the token's SANs
+(DNS, IP, a SPIFFE URI, an email) from the OTT's frontdoor claim, never the CSR's; a CSR that asks for
+other SANs still gets exactly the token's."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from cryptography import x509
+from support.crypto import load_cert, make_csr, make_key
+
+pytestmark = pytest.mark.stepca
+
+SPIFFE = "spiffe://example.org/ns/prod/sa/api"
+SANS = {"dns": ["api.example.com", "api-2.example.com"], "ip": ["10.0.0.7", "2001:db8::7"], "uri": [SPIFFE],
+        "email": ["ops@example.com"]}
+
+
+def cert_sans(cert: x509.Certificate) -> dict:
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return {}
+    found = {
+        "dns": names.get_values_for_type(x509.DNSName),
+        "ip": [ip.compressed for ip in names.get_values_for_type(x509.IPAddress)],
+        "uri": names.get_values_for_type(x509.UniformResourceIdentifier),
+        "email": names.get_values_for_type(x509.RFC822Name),
+    }
+    assert sum(map(len, found.values())) == len(list(names))
+    return {kind: sorted(values) for kind, values in found.items() if values}
+
+
+# a CSR asking for SANs of every kind, none of them the token's
+OTHERS = x509.SubjectAlternativeName([
+    x509.DNSName("evil.example.net"), x509.IPAddress(ipaddress.ip_address("192.0.2.67")),
+    x509.UniformResourceIdentifier("spiffe://example.org/ns/x/sa/admin"), x509.RFC822Name("root@example.net"),
+])
+
+
+@pytest.mark.parametrize("asks", [False, True], ids=["csr-without-sans", "csr-asking-for-others"])
+def test_stepca_certificate_carries_exactly_the_tokens_sans(service, asks):
+    _, secret = service.create_token("default", name="stepca-sans", common_name="api.example.com",
+                                     subject_alt_names=SANS)
+    csr = make_csr(make_key("p256"), cn="device", extensions=[OTHERS] if asks else [])
+    result = service.redeem("default", secret, csr)
+    cert = load_cert(result.certificate.certificate_pem)
+    assert cert_sans(cert) == {kind: sorted(values) for kind, values in SANS.items()}
+    assert result.certificate.subject_alt_names.to_dict() == SANS
+
+
+def test_stepca_token_without_sans_gives_none(service):
+    _, secret = service.create_token("default", name="stepca-no-sans", common_name="plain.example")
+    cert = load_cert(service.redeem("default", secret, make_csr(make_key("p256"), cn="x", sans=["evil.example.net"]))
+                     .certificate.certificate_pem)
+    assert cert_sans(cert) == {}
