@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
+from .acme.protocol import with_eab
 from .errors import FrontdoorError
 from .tokens import parse_duration, parse_timestamp
 from .views import certificate_view, snake_case, token_view
@@ -81,13 +82,52 @@ def frontdoor_argument_spec() -> Dict[str, Dict[str, Any]]:
     )
 
 
+def certificate_files_argument_spec() -> Dict[str, Dict[str, Any]]:
+    """The host's key and certificate options (doc fragment frontdoor.pki.client_certificate), shared by
+    client_certificate and the enroll action, which passes them through to it."""
+    return dict(
+        path=dict(type="path", required=True),
+        chain_path=dict(type="path"),
+        fullchain_path=dict(type="path"),
+        privatekey_path=dict(type="path"),
+        privatekey_passphrase=dict(type="str", no_log=True),
+        privatekey_mode=dict(type="raw"),
+        privatekey_owner=dict(type="str"),
+        privatekey_group=dict(type="str"),
+        private_key_type=dict(type="str", default="ec", choices=["ec", "rsa"]),
+        private_key_size=dict(type="int", default=2048),
+        private_key_curve=dict(type="str", default="secp256r1", choices=["secp256r1", "secp384r1"]),
+        regenerate=dict(type="str", default="partial_idempotence",
+                        choices=["never", "fail", "partial_idempotence", "full_idempotence", "always"]),
+        common_name=dict(type="str"),
+        organization=dict(type="str"),
+        organizational_unit=dict(type="str"),
+        remaining_days=dict(type="int", default=30),
+        renew=dict(type="bool", default=True),
+        force=dict(type="bool", default=False),
+        backup=dict(type="bool", default=False),
+    )
+
+
+def client_certificate_argument_spec() -> Dict[str, Dict[str, Any]]:
+    spec = frontdoor_argument_spec()
+    spec.update(certificate_files_argument_spec())
+    spec.update(
+        token=dict(type="str", no_log=True),
+        missing_token=dict(type="str", default="fail", choices=["fail", "skip"]),
+        csr_path=dict(type="path"),
+        csr_content=dict(type="str"),
+        state=dict(type="str", default="present", choices=["present", "absent", "revoked"]),
+        revoke=dict(type="bool", default=False),
+    )
+    return spec
+
+
 def check_libraries(module, need_cryptography: bool = False) -> None:
     """fail_json with missing_required_lib for what this run needs and the host lacks."""
     params = module.params
-    if params.get("gateway_url"):
-        if not HAS_REQUESTS:
-            module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
-    else:
+    if not params.get("gateway_url"):
+        # (a gateway is reached through ansible.module_utils.urls: nothing to install on the host for it)
         # the engine itself needs cryptography (CSR checks, the local CA)
         need_cryptography = True
         if params.get("backend") == "vault":
@@ -141,7 +181,38 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def redeem(self, secret: str, csr_pem: str) -> dict:
-        """The certificate record for ``csr_pem``; the same key again returns the same certificate."""
+        """The certificate record for ``csr_pem``; the same key again returns the same certificate
+        (``replayed`` true)."""
+
+    @abc.abstractmethod
+    def list_certificates(self, token_id: Optional[str] = None, revoked: Optional[bool] = None) -> List[dict]:
+        """Every certificate record of the frontdoor (admin), oldest first."""
+
+    @abc.abstractmethod
+    def revoke_certificate(self, certificate_id: str) -> dict:
+        """Revoke one certificate (admin); revoking a revoked certificate changes nothing."""
+
+    @abc.abstractmethod
+    def renew(self, certificate_pem: str, private_key, csr_pem: str) -> dict:
+        """A new certificate for ``csr_pem`` in place of ``certificate_pem``, authenticated by a renewal JWT
+        that ``private_key`` (the current certificate's key) signs; no token, no admin credentials."""
+
+    def renewal_jwt(self, certificate_pem: str, private_key) -> str:
+        """The x5c JWT of renewal_client (jwcrypto), leaf only: the frontdoor knows its own chain."""
+        from cryptography import x509
+
+        from .renewal_client import make_renewal_token
+
+        leaf = x509.load_pem_x509_certificate(certificate_pem.encode("ascii"))
+        return make_renewal_token([leaf], private_key, self.frontdoor_id)
+
+    def find_certificate(self, serial_number: str) -> Optional[dict]:
+        """The record of the certificate with this serial (lower-case hex), or None."""
+        wanted = serial_number.lower().lstrip("0")
+        for record in self.list_certificates():
+            if str(record.get("serial_number") or "").lower().replace(":", "").lstrip("0") == wanted:
+                return record
+        return None
 
     @abc.abstractmethod
     def ca_chain(self) -> List[str]:
@@ -165,7 +236,7 @@ class LocalBackend(Backend):
             self.frontdoor_id, name=name, common_name=common_name, organization=organization,
             organizational_unit=organizational_unit, ttl=ttl, expires_at=expires_at, actor=self.actor,
         )
-        return snake_case(token_view(record, secret=secret))
+        return snake_case(with_eab(token_view(record, secret=secret), self.service.store, record))
 
     def list_tokens(self, name=None, status=None) -> List[dict]:
         items = []
@@ -196,7 +267,35 @@ class LocalBackend(Backend):
 
     def redeem(self, secret: str, csr_pem: str) -> dict:
         redemption = self.service.redeem(self.frontdoor_id, secret, csr_pem, source=self.actor)
-        return snake_case(certificate_view(redemption.certificate))
+        record = snake_case(certificate_view(redemption.certificate))
+        record["replayed"] = bool(redemption.replayed)
+        return record
+
+    def list_certificates(self, token_id=None, revoked=None) -> List[dict]:
+        items = []
+        for page in range(LIST_MAX_PAGES):
+            result = self.service.list_certificates(self.frontdoor_id, page=page, size=LIST_PAGE_SIZE,
+                                                    sort="createdAt,asc", token_id=token_id, revoked=revoked)
+            items.extend(snake_case(certificate_view(r)) for r in result.items)
+            if (page + 1) * LIST_PAGE_SIZE >= result.total or not result.items:
+                break
+        return items
+
+    def revoke_certificate(self, certificate_id: str) -> dict:
+        record = self.service.revoke_certificate(self.frontdoor_id, certificate_id, actor=self.actor)
+        return snake_case(certificate_view(record))
+
+    def renew(self, certificate_pem: str, private_key, csr_pem: str) -> dict:
+        jwt = self.renewal_jwt(certificate_pem, private_key)
+        redemption = self.service.renew(self.frontdoor_id, "Bearer " + jwt, csr_pem, source=self.actor)
+        record = snake_case(certificate_view(redemption.certificate))
+        record["replayed"] = bool(redemption.replayed)
+        return record
+
+    def find_certificate(self, serial_number: str) -> Optional[dict]:
+        record = self.service.store.find_certificate_by_serial(
+            self.frontdoor_id, serial_number.lower().replace(":", "").lstrip("0") or "0")
+        return snake_case(certificate_view(record)) if record is not None else None
 
     def ca_chain(self) -> List[str]:
         return list(self.service.ca_chain(self.frontdoor_id))
@@ -206,7 +305,7 @@ class LocalBackend(Backend):
 
 
 class GatewayBackend(Backend):
-    """The same operations through a gateway's HTTP API."""
+    """The same operations through a gateway's HTTP API (:class:`host_client.UrlsGatewayClient`)."""
 
     def __init__(self, client, frontdoor_id: str):
         self.client = client
@@ -238,6 +337,17 @@ class GatewayBackend(Backend):
 
     def redeem(self, secret: str, csr_pem: str) -> dict:
         return snake_case(self.client.redeem(self.frontdoor_id, secret, csr_pem))
+
+    def list_certificates(self, token_id=None, revoked=None) -> List[dict]:
+        return snake_case(self.client.list_certificates(self.frontdoor_id, token_id=token_id, revoked=revoked))
+
+    def revoke_certificate(self, certificate_id: str) -> dict:
+        self.client.revoke_certificate(self.frontdoor_id, certificate_id)
+        return snake_case(self.client.get_certificate(self.frontdoor_id, certificate_id))
+
+    def renew(self, certificate_pem: str, private_key, csr_pem: str) -> dict:
+        jwt = self.renewal_jwt(certificate_pem, private_key)
+        return snake_case(self.client.renew(self.frontdoor_id, csr_pem, jwt))
 
     def ca_chain(self) -> List[str]:
         return self.client.ca_chain(self.frontdoor_id)
@@ -295,10 +405,10 @@ def connect(module) -> Backend:
     params = module.params
     frontdoor_id = params.get("frontdoor_id") or "default"
     if params.get("gateway_url"):
-        from .gateway_client import GatewayClient
+        from .host_client import UrlsGatewayClient
 
         try:
-            client = GatewayClient(
+            client = UrlsGatewayClient(
                 params["gateway_url"], api_token=params.get("api_token"),
                 validate_certs=params.get("validate_certs", True), ca_path=params.get("ca_path"),
                 timeout=params.get("timeout") or 30,

@@ -170,7 +170,7 @@ class GatewayClient:
             raise FrontdoorError(
                 "gateway_unavailable",
                 "TLS verification of the gateway at %s failed (%s). Give the CA that signed its certificate with "
-                "ca_path, or set validate_certs=false for a test gateway." % (self.base_url, redact(str(exc))[:300]),
+                "ca_path, or set validate_certs=false for a test gateway." % (self.base_url, redact(str(exc))),
             ) from None
         except requests.exceptions.Timeout:
             raise FrontdoorError(
@@ -182,7 +182,7 @@ class GatewayClient:
             raise FrontdoorError(
                 "gateway_unavailable",
                 "Cannot reach the gateway at %s: %s. Check gateway_url and that the gateway is running."
-                % (self.base_url, redact(str(exc))[:300]),
+                % (self.base_url, redact(str(exc))),
             ) from None
         if response.status_code >= 400:
             raise _error_from_response(response)

@@ -199,9 +199,12 @@ def test_remaining_days_and_force_renew(run_module, state, tmp_path):
     second_token = mint(run_module, state, name="renew")
     renewed = run_module("client_certificate", cert_args(state, tmp_path, second_token, remaining_days=400,
                                                          backup=True))
-    assert renewed["changed"] is True and renewed["redeemed"] is True
+    # renewed with the current certificate: the token given is not spent
+    assert renewed["changed"] is True and renewed["renewed"] is True and renewed["redeemed"] is False
     assert renewed["serial_number"] != first["serial_number"]
     assert os.path.exists(renewed["backup_file"])
+    assert "less than remaining_days (400)" in str(renewed["warnings"])
+    assert [t["status"] for t in info(run_module, state, name="renew")] == ["active"]
     third = mint(run_module, state, name="forced")
     forced = run_module("client_certificate", cert_args(state, tmp_path, third, force=True))
     assert forced["redeemed"] is True
