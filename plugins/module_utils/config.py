@@ -21,8 +21,18 @@ Config file (YAML; every key optional)::
         maxTokenTtl: 30d
         certificateTtl: 365d
         signer: local         # or vault / step-ca, or a mapping {type: vault, pkiMount: ...}
+        renewalEnabled: true  # renewal with the current certificate (POST .../client-certificates/renew)
+        renewalWindow: null   # e.g. 30d: renewable only in the last 30 days of a certificate; null: any time
+        renewalGrace: 0s      # an expired certificate may still renew itself this long after notAfter
     apiTokens: [...]          # read by the gateway only
     forwardedAllowIps: []     # gateway: reverse proxies trusted for X-Forwarded-For/-Proto (none by default)
+    rateLimits:               # gateway; FRONTDOOR_RATE_LIMITS=off turns them all off (test beds)
+      enabled: true
+      storage: null           # null: SQLite file <state-dir>/ratelimits.db (workers and gateways on one state dir);
+                              # or a limits storage URI: redis://, valkey://, memcached://, mongodb://, memory://
+      unknownTokenPerAddress: 30/minute     # redemptions with an unknown secret, per client address (IPv6: /64)
+      unknownTokenPerFrontdoor: 600/minute  # the same, all addresses together, per frontdoor
+      authFailuresPerAddress: 30/minute     # admin API 401s (a bearer token that is not valid), per address
 """
 
 from __future__ import annotations
@@ -45,6 +55,23 @@ class ConfigError(ValueError):
     """A configuration a person must fix; the message says where."""
 
 
+@dataclasses.dataclass(frozen=True)
+class RateLimitPolicy:
+    """What the gateway limits and how much; it applies them (``limits`` library), the numbers live here.
+
+    Each limit is a ``limits`` rate string ("30/minute", "100 per hour") or None when turned off. Only
+    failures count (an unknown secret, an invalid bearer token); once an address or frontdoor is over, every
+    attempt of that kind gets ``429 rate_limited`` until the window ends.
+    """
+
+    enabled: bool = True
+    #: None: SQLite in the state dir (shared by the workers and gateways on that state dir); else a storage URI
+    storage: Optional[str] = None
+    unknown_token_per_address: Optional[str] = "30/minute"
+    unknown_token_per_frontdoor: Optional[str] = "600/minute"
+    auth_failures_per_address: Optional[str] = "30/minute"
+
+
 @dataclasses.dataclass
 class Config:
     state_dir: str
@@ -64,6 +91,53 @@ class Config:
     #: proxies trusted for X-Forwarded-For / X-Forwarded-Proto (IPs or CIDR networks); empty: none, the TCP peer is
     #: the client. Checked and applied by the gateway (`serve --forwarded-allow-ips` overrides it)
     forwarded_allow_ips: List[str] = dataclasses.field(default_factory=list)
+    rate_limits: RateLimitPolicy = dataclasses.field(default_factory=RateLimitPolicy)
+
+
+_RATE_LIMIT_KEYS = {
+    "unknownTokenPerAddress": "unknown_token_per_address",
+    "unknownTokenPerFrontdoor": "unknown_token_per_frontdoor",
+    "authFailuresPerAddress": "auth_failures_per_address",
+}
+
+
+def _rate(value, where: str, default: Optional[str]) -> Optional[str]:
+    """A rate string the ``limits`` library parses, or None for off (``off``, ``false``, ``null`` is the default)."""
+    if value is None:
+        return default
+    if value is False or (isinstance(value, str) and value.strip().lower() in ("off", "false", "no", "none")):
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError("%s must be a rate such as '30/minute' or 'off', not %r" % (where, value))
+    try:
+        import limits  # the gateway's dependency; a module host without it keeps the string unchecked
+    except ImportError:
+        return value.strip()
+    try:
+        items = limits.parse_many(value)
+    except ValueError:
+        items = []
+    if len(items) != 1 or items[0].amount < 1:
+        raise ConfigError("%s must be one rate such as '30/minute' or '100 per hour', not %r" % (where, value))
+    return value.strip()
+
+
+def _rate_limits(data: Mapping[str, Any], env: Mapping[str, str]) -> RateLimitPolicy:
+    section = _mapping(data, "rateLimits")
+    unknown = set(section) - {"enabled", "storage"} - set(_RATE_LIMIT_KEYS)
+    if unknown:
+        raise ConfigError("rateLimits: unknown key(s) %s (known: enabled, storage, %s)"
+                          % (", ".join(sorted(unknown)), ", ".join(sorted(_RATE_LIMIT_KEYS))))
+    enabled = _flag(section.get("enabled"), "rateLimits.enabled", True)
+    if env.get("FRONTDOOR_RATE_LIMITS"):
+        enabled = _flag(env["FRONTDOOR_RATE_LIMITS"], "FRONTDOOR_RATE_LIMITS", True)
+    storage = section.get("storage")
+    if storage is not None and (not isinstance(storage, str) or "://" not in storage):
+        raise ConfigError("rateLimits.storage must be a storage URI such as redis://host:6379, not %r" % (storage,))
+    defaults = RateLimitPolicy()
+    rates = {attr: _rate(section.get(key), "rateLimits." + key, getattr(defaults, attr))
+             for key, attr in _RATE_LIMIT_KEYS.items()}
+    return RateLimitPolicy(enabled=enabled, storage=storage, **rates)
 
 
 def resolve_state_dir(state_dir: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> str:
@@ -154,6 +228,7 @@ def load_config(
         raise ConfigError("the configuration must be a mapping at the top level")
     known = {"backend", "stateDir", "claimLeaseSeconds", "audit", "vault", "stepCa", "frontdoors", "apiTokens", "sqlite"}
     known.add("forwardedAllowIps")
+    known.add("rateLimits")
     unknown = set(data) - known
     if unknown:
         raise ConfigError("unknown configuration key(s): %s (known: %s)" % (", ".join(sorted(unknown)), ", ".join(sorted(known))))
@@ -197,6 +272,7 @@ def load_config(
         sqlite_synchronous=synchronous,
         source=source,
         forwarded_allow_ips=_address_list(data.get("forwardedAllowIps"), "forwardedAllowIps"),
+        rate_limits=_rate_limits(data, env),
     )
     if not isinstance(data.get("apiTokens") or [], list):
         raise ConfigError("apiTokens must be a list")
@@ -214,7 +290,8 @@ def load_config(
             raise ConfigError("%s: id %r must be letters, digits, '.', '_' or '-' (at most 64)" % (where, fid))
         if any(f.id == fid for f in config.frontdoors):
             raise ConfigError("%s: duplicate frontdoor id %r" % (where, fid))
-        allowed = {"id", "tcpSharesEnabled", "defaultTokenTtl", "maxTokenTtl", "certificateTtl", "signer"}
+        allowed = {"id", "tcpSharesEnabled", "defaultTokenTtl", "maxTokenTtl", "certificateTtl", "signer",
+                   "renewalEnabled", "renewalWindow", "renewalGrace"}
         extra = set(entry) - allowed
         if extra:
             raise ConfigError("%s: unknown key(s) %s" % (where, ", ".join(sorted(extra))))
@@ -225,6 +302,10 @@ def load_config(
                 default_token_ttl=_duration(entry.get("defaultTokenTtl"), where + ".defaultTokenTtl", 86400),
                 max_token_ttl=_duration(entry.get("maxTokenTtl"), where + ".maxTokenTtl", 30 * 86400),
                 certificate_ttl=_duration(entry.get("certificateTtl"), where + ".certificateTtl", 365 * 86400),
+                renewal_enabled=_flag(entry.get("renewalEnabled"), where + ".renewalEnabled", True),
+                renewal_window=_duration(entry.get("renewalWindow"), where + ".renewalWindow", None),
+                renewal_grace=0 if entry.get("renewalGrace") in (0, "0", "0s")
+                else _duration(entry.get("renewalGrace"), where + ".renewalGrace", 0),
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None

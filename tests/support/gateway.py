@@ -45,6 +45,8 @@ class Gateway:
         if auth:
             headers.update(self.headers(token))
         kwargs.setdefault("timeout", 30)
+        # explicit: requests lets $REQUESTS_CA_BUNDLE override a session's verify (psf/requests#3829)
+        kwargs.setdefault("verify", self.session.verify)
         return self.session.request(method, self.url + path, headers=headers, **kwargs)
 
     def create_token(self, frontdoor: str = "default", **body):
@@ -72,16 +74,16 @@ class Gateway:
         self.session.close()
 
 
-def wait_healthy(url: str, process: subprocess.Popen, log_path: str, timeout: float = 30.0) -> None:
+def wait_healthy(url: str, process: subprocess.Popen, log_path: str, timeout: float = 30.0, verify=True) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             with open(log_path, "r", encoding="utf-8", errors="replace") as handle:
                 raise RuntimeError("gateway exited with %s:\n%s" % (process.returncode, handle.read()))
         try:
-            if requests.get(url + "/healthz", timeout=1).status_code == 200:
+            if requests.get(url + "/healthz", timeout=1, verify=verify).status_code == 200:
                 return
-        except requests.RequestException:
+        except (requests.RequestException, OSError):  # OSError: the CA file of --tls-self is not written yet
             pass
         time.sleep(0.05)
     raise RuntimeError("gateway did not become healthy within %.0f s" % timeout)
@@ -95,8 +97,12 @@ def start_gateway(
     admin_token: Optional[str] = None,
     workers: int = 1,
     extra_args: tuple = (),
+    ca_file: Optional[str] = None,
 ) -> Gateway:
-    """Start a gateway; the caller must call .stop() (or use run_gateway)."""
+    """Start a gateway; the caller must call .stop() (or use run_gateway).
+
+    ``ca_file``: the gateway serves HTTPS (``extra_args`` carry --tls-cert/--tls-key or --tls-self) and clients
+    verify it with this CA file; ``url`` is then ``https://127.0.0.1:PORT``."""
     os.makedirs(state_dir, exist_ok=True)
     port = port or free_port()
     admin_token = admin_token or "fdk_test_" + secrets.token_urlsafe(16)
@@ -110,20 +116,27 @@ def start_gateway(
     args += list(extra_args)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("FRONTDOOR_", "VAULT_", "BAO_", "STEP_"))}
     full_env["FRONTDOOR_ADMIN_TOKEN"] = admin_token
+    # A test bed: many tests fail on purpose from one address (127.0.0.1) faster than any client would, so the
+    # rate limits are off unless a test asks for them (env={"FRONTDOOR_RATE_LIMITS": "on"}, tests/integration/
+    # test_rate_limits_metrics.py). Production has them on by default.
+    full_env["FRONTDOOR_RATE_LIMITS"] = "off"
     full_env.update(env or {})
     log_path = os.path.join(state_dir, "gateway-%d.log" % port)
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True)
     log.close()
-    url = "http://127.0.0.1:%d" % port
+    url = "%s://127.0.0.1:%d" % ("https" if ca_file else "http", port)
     try:
-        wait_healthy(url, process, log_path)
+        wait_healthy(url, process, log_path, verify=ca_file or True)
     except BaseException:
         if process.poll() is None:
             process.kill()
             process.wait()
         raise
-    return Gateway(url, admin_token, state_dir, process, log_path, requests.Session())
+    session = requests.Session()
+    if ca_file:
+        session.verify = ca_file
+    return Gateway(url, admin_token, state_dir, process, log_path, session)
 
 
 @contextlib.contextmanager
