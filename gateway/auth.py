@@ -24,6 +24,7 @@ PERMISSIONS = (
     "tokens:delete",  # delete one token, clean up expired/redeemed
     "certificates:read",
     "certificates:revoke",
+    "metrics:read",  # GET /metrics; grant it on frontdoor '*' (new-api-token --grant '*:metrics:read')
 )
 ADMIN_TOKEN_FILE = "admin-token"
 API_TOKEN_PREFIX = "fdk_"
