@@ -113,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--ttl", help="lifetime: seconds or 90s/15m/24h/7d (default: the frontdoor's, 24h)")
     group.add_argument("--expires-at", help="RFC 3339 expiry, e.g. 2030-01-31T12:00:00Z")
     p.add_argument("--certificate-ttl", help="certificate lifetime (at most the frontdoor's)")
+    # pre-approved SANs: the certificate carries exactly these (none given: none)
+    p.add_argument("--dns", action="append", metavar="NAME", help="DNS name SAN, e.g. api.example.com (repeatable)")
+    p.add_argument("--ip", action="append", metavar="ADDRESS", help="IP address SAN, IPv4 or IPv6 (repeatable)")
+    p.add_argument("--uri", action="append", metavar="URI",
+                   help="URI SAN, e.g. spiffe://example.org/ns/prod/sa/api (repeatable)")
+    p.add_argument("--email", action="append", metavar="ADDRESS", help="email SAN (repeatable)")
 
     p = sub.add_parser("list-tokens", help="list tokens (never their secrets)")
     _common(p)
@@ -330,6 +336,7 @@ def cmd_create_token(args) -> int:
         args.frontdoor, name=args.name, common_name=args.common_name, organization=args.organization,
         organizational_unit=args.organizational_unit, ttl=args.ttl, expires_at=args.expires_at,
         certificate_ttl=args.certificate_ttl, actor=_actor(),
+        subject_alt_names={kind: getattr(args, kind) for kind in ("dns", "ip", "uri", "email") if getattr(args, kind)},
     )
     view = token_view(record, secret=secret)
     if args.json:
@@ -337,6 +344,9 @@ def cmd_create_token(args) -> int:
     else:
         print("id:      %s\nname:    %s\ntoken:   %s   (shown once)\nexpires: %s"
               % (record.id, record.name, secret, view["expiresAt"]))
+        if record.subject_alt_names:
+            print("sans:    %s" % ", ".join(
+                "%s:%s" % (kind, value) for kind, values in view["subjectAltNames"].items() for value in values))
     return 0
 
 

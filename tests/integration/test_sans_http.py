@@ -8,6 +8,10 @@ without the extension, whatever the CSR asks.
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
+import subprocess
+import sys
 
 from cryptography import x509
 from support.crypto import load_cert, make_csr, make_key
@@ -112,3 +116,24 @@ def test_bad_sans_are_400_invalid_request_and_create_nothing(gateway):
         assert response.status_code == 400, (sans, response.status_code, response.text)
         assert response.json()["error"]["code"] == "invalid_request", (sans, response.text)
     assert gateway.request("GET", TOKENS, params={"size": 1}).json()["totalElements"] == before
+
+
+def test_cli_create_token_with_sans(tmp_path):
+    """frontdoor-gateway create-token --dns/--ip/--uri/--email (repeatable), and a bad one is a clean error."""
+    gateway_bin = os.path.join(os.path.dirname(sys.executable), "frontdoor-gateway")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRONTDOOR_")}
+    env["FRONTDOOR_STATE_DIR"] = str(tmp_path / "cli")
+
+    def run(*args):
+        return subprocess.run([gateway_bin, *args], env=env, capture_output=True, text=True, timeout=60)
+
+    made = run("create-token", "--name", "cli-sans", "--common-name", "api.example.com", "--dns", "API.example.com",
+               "--dns", "api-internal.example.com", "--ip", "10.0.0.7", "--ip", "2001:DB8:0:0::7", "--uri", SPIFFE,
+               "--email", "ops@Example.COM", "--json")
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["subjectAltNames"] == KEPT
+    text = run("create-token", "--name", "cli-sans-text", "--uri", SPIFFE)
+    assert text.returncode == 0 and "sans:    uri:%s" % SPIFFE in text.stdout
+    bad = run("create-token", "--name", "cli-bad", "--dns", "*.example.com")
+    assert bad.returncode == 1 and "invalid_request" in bad.stderr and "wildcard" in bad.stderr
+    assert "Traceback" not in bad.stderr
