@@ -423,6 +423,27 @@ def create_app(
             certificate_view(result.certificate), status_code=200 if result.replayed else 201, headers=headers
         )
 
+    @app.post(
+        certs + "/renew", status_code=201, tags=["renewal"],
+        responses={
+            **errors(401, 403, 404, 409, 413, 429, 502, 503),
+            201: model(Certificate, "Renewed: the new certificate, with the current one's subject and SANs."),
+            200: model(Certificate, "The certificate this one was renewed into before, for the same key (a retry).",
+                       headers=_REPLAYED),
+        },
+    )
+    def renew(frontdoorId: str, body: RedeemRequest, request: Request, authorization: Optional[str] = AUTHORIZATION):
+        """Renewal with the current certificate: `Authorization: Bearer <JWT>` signed by the current certificate's
+        key, the certificate in the JWT's x5c header, aud = this path, exp at most 5 minutes after iat, a jti used
+        once (docs/api.md, Renewal). The body is the usual CSR (same key or a new one)."""
+        result = service.renew(frontdoorId, authorization, body.value, body.type, source=client_address(request))
+        headers = dict(NO_STORE)
+        if result.replayed:
+            headers["X-Frontdoor-Replayed"] = "true"
+        return JSONResponse(
+            certificate_view(result.certificate), status_code=200 if result.replayed else 201, headers=headers
+        )
+
     @app.get(certs, tags=["certificates"], responses={**errors(*ADMIN, 404, 503), 200: model(CertificatePage)})
     def list_certificates(
         frontdoorId: str,

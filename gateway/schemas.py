@@ -81,6 +81,8 @@ class Certificate(BaseModel):
     notAfter: str = Field(json_schema_extra=_TIME)
     createdAt: str = Field(json_schema_extra=_TIME)
     revokedAt: Optional[str] = Field(json_schema_extra=_TIME)
+    previousCertificateId: Optional[str] = Field(None, description="On a renewal: the certificate it renewed.")
+    renewedBy: Optional[str] = Field(None, description="Once renewed: the certificate that renewed it.")
 
 
 class CertificatePage(BaseModel):

@@ -307,16 +307,23 @@ class Renewer:
                                                      if grace else ""),
                 details={"notAfter": isoformat(not_after)},
             )
+        serial = "%x" % leaf.serial_number
+        record = self.service.store.find_certificate_by_serial(settings.id, serial, leaf.not_valid_before_utc)
+        try:
+            chain = self.service.ca_chain(settings.id)
+        except SignerUnavailable:
+            # step-ca tells its chain only with a certificate it issued: a restarted gateway whose frontdoor has
+            # issued nothing yet checks against the chain recorded with the certificate itself, which the signer
+            # returned when it issued it (and which is only found if this frontdoor recorded that serial)
+            chain = list(record.ca_chain) if record is not None else []
         # Within the grace the path is validated at the certificate's last valid second.
         at = min(now, not_after - _dt.timedelta(seconds=1))
-        if not chains_to(leaf, token.intermediates, self.service.ca_chain(settings.id), at):
+        if not chains_to(leaf, token.intermediates, chain, at):
             raise FrontdoorError(
                 "certificate_untrusted",
                 "The certificate in x5c does not chain to frontdoor %r's CA (or is not a valid client certificate "
                 "at %s)." % (settings.id, isoformat(at)),
             )
-        serial = "%x" % leaf.serial_number
-        record = self.service.store.find_certificate_by_serial(settings.id, serial)
         if record is None or _certificate_der(record) != leaf.public_bytes(_serialization().Encoding.DER):
             raise FrontdoorError(
                 "certificate_unknown",

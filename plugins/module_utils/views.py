@@ -62,6 +62,8 @@ def certificate_view(record: CertificateRecord) -> dict:
         "notAfter": isoformat(record.not_after),
         "createdAt": isoformat(record.created_at),
         "revokedAt": isoformat(record.revoked_at),
+        "previousCertificateId": record.previous_certificate_id,  # set on a renewal: the certificate it renewed
+        "renewedBy": record.renewed_by,  # set once renewed: the certificate that replaced it
     }
 
 

@@ -124,8 +124,11 @@ class TokenStore(abc.ABC):
 
     # -- renewal with the current certificate (renewal.py). Not abstract: a store without them
     #    answers not_supported, and the rest of the API keeps working on it.
-    def find_certificate_by_serial(self, frontdoor_id: str, serial: str) -> Optional[CertificateRecord]:
-        """The certificate with this serial (lower-case hex, no separators, no leading zeros), or None."""
+    def find_certificate_by_serial(
+        self, frontdoor_id: str, serial: str, not_before: Optional[_dt.datetime] = None
+    ) -> Optional[CertificateRecord]:
+        """The certificate with this serial (lower-case hex, no separators, no leading zeros), or None.
+        ``not_before``: the certificate's, when the caller has it (a store may use it to narrow its search)."""
         raise _no_renewal()
 
     def use_renewal_jti(self, key: str, expires_at: _dt.datetime, now: _dt.datetime) -> bool:

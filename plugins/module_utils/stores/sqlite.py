@@ -467,7 +467,7 @@ class SQLiteStore(TokenStore):
         return [(r[0], _dt_from(r[1])) for r in rows]
 
     # -- renewal ---------------------------------------------------------------
-    def find_certificate_by_serial(self, frontdoor_id: str, serial: str) -> Optional[CertificateRecord]:
+    def find_certificate_by_serial(self, frontdoor_id, serial, not_before=None) -> Optional[CertificateRecord]:
         rows = self._rows(
             _CERT_SELECT + " WHERE c.frontdoor_id = ? AND c.serial_number = ? ORDER BY c.created_at LIMIT 1",
             (frontdoor_id, serial),

@@ -118,15 +118,24 @@ def token_from_dict(d: Dict[str, Any]) -> TokenRecord:
     )
 
 
+def _with_renewal(data: Dict[str, Any], c: CertificateRecord) -> Dict[str, Any]:
+    """The renewal links, only when set: a document without them reads as "not renewed" (older documents too)."""
+    if c.previous_certificate_id:
+        data["previousCertificateId"] = c.previous_certificate_id
+    if c.renewed_by:
+        data["renewedBy"] = c.renewed_by
+    return data
+
+
 def cert_to_dict(c: CertificateRecord) -> Dict[str, Any]:
-    return _with_sans({
+    return _with_renewal(_with_sans({
         "id": c.id, "frontdoorId": c.frontdoor_id, "tokenId": c.token_id, "name": c.name,
         "serialNumber": c.serial_number, "certificate": c.certificate_pem, "caChain": list(c.ca_chain),
         "commonName": c.subject.common_name, "organization": c.subject.organization,
         "organizationalUnit": c.subject.organizational_unit, "notBefore": _ts(c.not_before),
         "notAfter": _ts(c.not_after), "createdAt": _ts(c.created_at), "publicKeySha256": c.public_key_sha256,
         "revokedAt": _ts(c.revoked_at),
-    }, c.subject_alt_names)
+    }, c.subject_alt_names), c)
 
 
 def cert_from_dict(d: Dict[str, Any]) -> CertificateRecord:
@@ -137,6 +146,7 @@ def cert_from_dict(d: Dict[str, Any]) -> CertificateRecord:
         not_before=_from_ts(d["notBefore"]), not_after=_from_ts(d["notAfter"]), created_at=_from_ts(d["createdAt"]),
         public_key_sha256=d["publicKeySha256"], revoked_at=_from_ts(d.get("revokedAt")),
         subject_alt_names=SubjectAltNames.from_dict(d.get("subjectAltNames")),
+        previous_certificate_id=d.get("previousCertificateId"), renewed_by=d.get("renewedBy"),
     )
 
 
@@ -469,7 +479,8 @@ class VaultKVStore(TokenStore):
         for key in self._list(self._p("c", frontdoor_id) + "/"):
             parts = key.split(".")
             if len(parts) == 3 and parts[0].isdigit():
-                result[parts[1]] = int(parts[0])
+                # a token's first certificate is its redemption; later ones (renewals) share its token id
+                result[parts[1]] = min(int(parts[0]), result.get(parts[1], int(parts[0])))
                 with self._lock:
                     self._cert_keys[(frontdoor_id, parts[2])] = key
         return result
@@ -697,6 +708,126 @@ class VaultKVStore(TokenStore):
             (serial, _dt.datetime.fromtimestamp(ms / 1000.0, UTC))
             for serial, ms in self._revoked_markers(frontdoor_id).values()
         ]
+
+    # -- renewal (renewal.py) ------------------------------------------------------------------
+    # Layout: the renewal claim and ``renewedBy`` live in the certificate copy c/<fd>/<key> itself, written with
+    # check-and-set on its KV version (as mark_revoked does); used renewal JWT ids are j/<key> ({"exp": ...}),
+    # created with cas=0 (insert-if-absent) and deleted once expired.
+    def find_certificate_by_serial(
+        self, frontdoor_id: str, serial: str, not_before: Optional[_dt.datetime] = None
+    ) -> Optional[CertificateRecord]:
+        """One LIST of c/<fd>/, then reads of the copies created close to the certificate's notBefore (the
+        creation time is in the key name; a certificate's notBefore is within minutes of its record), and only if
+        none matches, of every copy. No index is written on the redemption path for this."""
+        if self._pending:
+            self._flush_pending()
+        rows = []
+        for key in self._list(self._p("c", frontdoor_id) + "/"):
+            parts = key.split(".")
+            if len(parts) == 3 and parts[0].isdigit():
+                rows.append((int(parts[0]), key))
+                with self._lock:
+                    self._cert_keys[(frontdoor_id, parts[2])] = key
+        if not rows:
+            return None
+
+        def match(row) -> Optional[CertificateRecord]:
+            got = self._read_cert(frontdoor_id, row[1])
+            return got[0] if got is not None and got[0].serial_number == serial else None
+
+        hint = _ms(not_before) if not_before is not None else None
+        near = [r for r in rows if hint is not None and abs(r[0] - hint) <= 15 * 60 * 1000]
+        for candidates in (near, [r for r in rows if r not in near]):
+            found = [c for c in self._parallel(match, candidates) if c is not None]
+            if found:
+                return found[0]
+        return None
+
+    def _cert_doc(self, frontdoor_id: str, certificate_id: str) -> Optional[Tuple[str, Dict[str, Any], int]]:
+        key = self._cert_key_for(frontdoor_id, certificate_id)
+        if key is None:
+            return None
+        got = self._read(self._p("c", frontdoor_id, key))
+        if got is None:
+            return None
+        return key, got[0], got[1]
+
+    def use_renewal_jti(self, key: str, expires_at: _dt.datetime, now: _dt.datetime) -> bool:
+        won = self._write(self._p("j", key), {"exp": _ts(expires_at)}, cas=0)
+        self._sweep_jtis(now)
+        return won
+
+    def _sweep_jtis(self, now: _dt.datetime) -> None:
+        """Delete used JWT ids whose JWT has expired: at most once per 10 minutes per store, best effort."""
+        with self._lock:
+            last = getattr(self, "_jti_swept", None)
+            if last is not None and (now - last).total_seconds() < 600:
+                return
+            self._jti_swept = now
+        try:
+            def expired(name: str) -> Optional[str]:
+                got = self._read(self._p("j", name))
+                return name if got is not None and float(got[0].get("exp") or 0) <= now.timestamp() else None
+
+            names = [n for n in self._list(self._p("j") + "/") if not n.endswith("/")]
+            for name in [n for n in self._parallel(expired, names) if n is not None]:
+                self._delete(self._p("j", name))
+        except (StoreUnavailable, ValueError, TypeError):
+            pass  # the next sweep retries; a leftover entry only refuses a JWT that is expired anyway
+
+    def claim_renewal(self, frontdoor_id, certificate_id, claim_id, claim_until, now) -> bool:
+        found = self._cert_doc(frontdoor_id, certificate_id)
+        if found is None:
+            return False
+        key, data, version = found
+        live = data.get("renewalClaim") and float(data.get("renewalClaimUntil") or 0) > now.timestamp()
+        if data.get("renewedBy") or data.get("revokedAt") is not None or live:
+            return False
+        data = dict(data, renewalClaim=claim_id, renewalClaimUntil=_ts(claim_until))
+        return self._write(self._p("c", frontdoor_id, key), data, cas=version)
+
+    def release_renewal(self, frontdoor_id, certificate_id, claim_id) -> None:
+        found = self._cert_doc(frontdoor_id, certificate_id)
+        if found is None:
+            return
+        key, data, version = found
+        if data.get("renewalClaim") != claim_id:
+            return
+        data = {k: v for k, v in data.items() if k not in ("renewalClaim", "renewalClaimUntil")}
+        self._write(self._p("c", frontdoor_id, key), data, cas=version)
+
+    def record_renewal(self, frontdoor_id, previous_id, claim_id, certificate) -> bool:
+        """The commit point is the check-and-set of the previous certificate's copy that sets ``renewedBy`` and
+        embeds the new record; the new certificate's own copy is written right after (and, if that write fails,
+        retried by the next call here, as a redemption's copy is)."""
+        found = self._cert_doc(frontdoor_id, previous_id)
+        if found is None:
+            return False
+        key, data, version = found
+        if data.get("renewalClaim") != claim_id or data.get("renewedBy") or data.get("revokedAt") is not None:
+            return False
+        updated = {k: v for k, v in data.items() if k not in ("renewalClaim", "renewalClaimUntil")}
+        updated["renewedBy"] = certificate.id
+        updated["renewal"] = cert_to_dict(certificate)
+        path = self._p("c", frontdoor_id, key)
+        try:
+            won = self._write(path, updated, cas=version)
+        except StoreUnavailable:
+            got = self._read(path)  # the write may have landed before the connection broke
+            if got is None or got[0].get("renewedBy") != certificate.id:
+                raise
+            won = True
+        if not won:
+            return False
+        new_key = _cert_key(certificate)
+        with self._lock:
+            self._cert_keys[(certificate.frontdoor_id, certificate.id)] = new_key
+        try:
+            self._write(self._p("c", certificate.frontdoor_id, new_key), cert_to_dict(certificate), cas=0)
+        except StoreUnavailable:
+            with self._lock:
+                self._pending.append(certificate)
+        return True
 
     # -- health ---------------------------------------------------------------------------
     def ping(self) -> None:
