@@ -19,20 +19,34 @@ from fastapi import Body, Depends, FastAPI, Header, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from frontdoor_pki.acme.protocol import with_eab
 from frontdoor_pki.config import Config, build_service, load_config
 from frontdoor_pki.errors import ERROR_STATUS, FrontdoorError
+from frontdoor_pki.model import STATUSES
 from frontdoor_pki.service import FrontdoorService
-from frontdoor_pki.tokens import redact
+from frontdoor_pki.stores.base import CERTIFICATE_SORT_FIELDS, TOKEN_SORT_FIELDS
+from frontdoor_pki.tokens import DURATION_TEXT_MAX, redact
 from frontdoor_pki.views import certificate_view, page_view, token_view
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
+from starlette.routing import Match
 
 from . import __version__
+from .acme import acme_router
 from .auth import Authenticator, load_admin_token
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import RedemptionMetrics, TokenStatusCollector, exposition, instrument, registry_with
+from .metrics import rate_limited as count_rate_limited
+from .metrics import worker_started as metrics_worker_started
+from .metrics import worker_stopping as metrics_worker_stopping
 from .net import client_address
 from .openapi import ADMIN, errors, install
+from .ratelimit import AuthFailureLimit, RateLimits
 from .schemas import (
+    CERTIFICATE_LINKS,
+    TOKEN_LINKS,
     CaChain,
     Certificate,
     CertificatePage,
@@ -171,6 +185,26 @@ def _validation_message(exc: RequestValidationError) -> str:
     return redact("Invalid request: " + "; ".join(parts) + ".")
 
 
+def _list_pattern(words, empty: bool = True) -> str:
+    """A query parameter's pattern: comma-separated words (the document tells clients and fuzzers what parses)."""
+    word = "(%s)" % "|".join(words)
+    return ("^(%s(,%s)*)?$" if empty else "^%s(,%s)*$") % (word, word)
+
+
+def _sort_pattern(fields) -> str:
+    return "^((%s)(,(asc|desc|ASC|DESC))?)?$" % "|".join(sorted(fields))
+
+
+def _allowed_methods(request: Request) -> str:
+    """The Allow header of a 405: the methods of every route on this path. Starlette's own names only the first
+    route it met, but GET, POST and DELETE of one path are separate routes here."""
+    methods = set()
+    for route in request.app.router.routes:
+        if route.matches(request.scope)[0] != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
 def _too_large(limit: int) -> JSONResponse:
     return _error("payload_too_large", "The request body is larger than %d bytes (%d KiB)." % (limit, limit // 1024))
 
@@ -237,17 +271,30 @@ def create_app(
     authenticator: Authenticator,
     cleanup_interval: Optional[float] = None,
     cleanup_older_than="0s",
+    *,
+    rate_limits: Optional[RateLimits] = None,
+    metrics: bool = True,
+    metrics_route: bool = True,
 ) -> FastAPI:
+    """``rate_limits``: the limiter (None: no limits). ``metrics``: instrument the store and signers and count
+    redemptions; ``metrics_route``: serve them at ``GET /metrics`` (off when ``serve --metrics-address`` serves
+    them on their own address)."""
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         sweeper = _Sweeper(service, cleanup_interval, cleanup_older_than) if cleanup_interval else None
         if sweeper:
             sweeper.start()
+        if metrics:
+            metrics_worker_started()
         try:
             yield
         finally:
             if sweeper:
                 sweeper.stop()
+            if metrics:
+                metrics_worker_stopping()
+            if rate_limits is not None:
+                rate_limits.close()
             service.close()
 
     app = FastAPI(
@@ -258,8 +305,16 @@ def create_app(
         "redeem them with a CSR for a client certificate. Errors are {\"error\": {\"code\", \"message\"}}.",
         docs_url="/docs",
         redoc_url=None,
+        generate_unique_id_function=lambda route: route.name,  # operationId = the route's name: get_token, redeem
     )
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY)
+    if rate_limits is not None:  # admin authentication failures, per address (gateway/ratelimit.py)
+        app.add_middleware(AuthFailureLimit, limits=rate_limits,
+                           address_of=lambda scope: client_address(HTTPConnection(scope)))
+    if metrics:  # outermost: it sees every redemption's answer, 413 and 429 included (gateway/metrics.py)
+        raw_store = instrument(service)
+        metrics_registry = registry_with([TokenStatusCollector(raw_store, service.frontdoors, service.clock)])
+        app.add_middleware(RedemptionMetrics, frontdoors=service.frontdoors)
     install(app)  # /openapi.json: no 422 anywhere, 400/500 on every operation (gateway/openapi.py)
     app.state.service = service
 
@@ -277,7 +332,7 @@ def create_app(
             return _error("not_found", "No such endpoint: %s %s." % (request.method, redact(request.url.path)))
         if exc.status_code == 405:
             answer = _error("method_not_allowed", "%s is not allowed on %s." % (request.method, redact(request.url.path)))
-            answer.headers.update(exc.headers or {})  # Allow: the methods the path has (RFC 9110)
+            answer.headers["Allow"] = _allowed_methods(request)  # RFC 9110: every method the path has
             return answer
         if exc.status_code == 413:
             return _too_large(MAX_BODY)
@@ -315,7 +370,7 @@ def create_app(
 
     base = "/frontdoor/{frontdoorId}/certificate-request-tokens"
 
-    @app.post(base, status_code=201, tags=["tokens"], responses={**errors(*ADMIN, 404, 413, 503), 201: model(TokenCreated)})
+    @app.post(base, status_code=201, tags=["tokens"], responses={**errors(*ADMIN, 404, 413, 503), 201: model(TokenCreated, links=TOKEN_LINKS)})
     def create_token(
         frontdoorId: str, body: TokenCreate, request: Request, authorization: Optional[str] = AUTHORIZATION
     ):
@@ -326,15 +381,18 @@ def create_app(
             certificate_ttl=body.certificateTtl, subject_alt_names=_sans(body.subjectAltNames), actor=who.name,
         )
         headers = dict(NO_STORE, Location="/frontdoor/%s/certificate-request-tokens/%s" % (frontdoorId, record.id))
-        return JSONResponse(token_view(record, secret=secret), status_code=201, headers=headers)
+        view = with_eab(token_view(record, secret=secret), service.store, record)  # acmeEab: docs/acme.md
+        return JSONResponse(view, status_code=201, headers=headers)
 
     @app.get(base, tags=["tokens"], responses={**errors(*ADMIN, 404, 503), 200: model(TokenPage)})
     def list_tokens(
         frontdoorId: str,
         page: int = Query(0, ge=0, le=MAX_PAGE),
         size: int = Query(20, ge=1, le=1000),
-        sort: Optional[str] = Query(None, description="field[,asc|desc]; fields: name, createdAt, expiresAt, ..."),
-        status: Optional[str] = Query(None, description="active, expired or redeemed (comma-separated)"),
+        sort: Optional[str] = Query(None, pattern=_sort_pattern(TOKEN_SORT_FIELDS), description="field[,asc|desc]"),
+        status: Optional[str] = Query(
+            None, pattern=_list_pattern(STATUSES), description="active, expired or redeemed (comma-separated)"
+        ),
         name: Optional[str] = Query(None),
         authorization: Optional[str] = AUTHORIZATION,
     ):
@@ -346,17 +404,17 @@ def create_app(
     @app.delete(base, tags=["tokens"], responses={**errors(*ADMIN, 404, 503), 200: model(CleanupResult)})
     def cleanup_tokens(
         frontdoorId: str,
-        status: Optional[str] = Query(None, description="expired and/or redeemed, comma-separated (required)"),
-        olderThan: Optional[str] = Query(None, description="only tokens expired/redeemed longer ago than this"),
+        status: str = Query(
+            ..., pattern=_list_pattern(("expired", "redeemed"), empty=False),
+            description="expired and/or redeemed, comma-separated. Active tokens are deleted one by one.",
+        ),
+        olderThan: Optional[str] = Query(
+            None, max_length=DURATION_TEXT_MAX, description="only tokens expired/redeemed longer ago than this (7d)"
+        ),
         dryRun: bool = Query(False),
         authorization: Optional[str] = AUTHORIZATION,
     ):
         who = principal(authorization, frontdoorId, "tokens:delete")
-        if not status:
-            raise FrontdoorError(
-                "invalid_request", "Say which tokens to remove: ?status=expired, ?status=redeemed or both "
-                "(status=expired,redeemed). Active tokens are deleted one by one."
-            )
         ids = service.cleanup(
             frontdoorId, statuses=status, older_than=olderThan or 0, dry_run=dryRun, actor=who.name
         )
@@ -380,7 +438,7 @@ def create_app(
 
     @app.post(
         base + "/{tokenId}/refresh", tags=["tokens"],
-        responses={**errors(*ADMIN, 404, 409, 413, 503), 200: model(TokenCreated)},
+        responses={**errors(*ADMIN, 404, 409, 413, 503), 200: model(TokenCreated, links=TOKEN_LINKS)},
     )
     def refresh_token(
         frontdoorId: str,
@@ -393,7 +451,8 @@ def create_app(
             frontdoorId, tokenId, ttl=body.ttl if body else None, expires_at=body.expiresAt if body else None,
             actor=who.name,
         )
-        return JSONResponse(token_view(record, service.clock(), secret=secret), headers=NO_STORE)
+        view = with_eab(token_view(record, service.clock(), secret=secret), service.store, record)
+        return JSONResponse(view, headers=NO_STORE)
 
     @app.delete(base + "/{tokenId}", status_code=204, tags=["tokens"], responses=errors(*ADMIN, 404, 409, 503))
     def delete_token(frontdoorId: str, tokenId: str, authorization: Optional[str] = AUTHORIZATION):
@@ -407,15 +466,24 @@ def create_app(
         certs + "/token/{token}", status_code=201, tags=["redemption"],
         responses={
             **errors(403, 404, 409, 410, 413, 429, 502, 503),
-            201: model(Certificate, "Issued."),
-            200: model(Certificate, "The certificate issued before to the same key (a retry).", headers=_REPLAYED),
+            201: model(Certificate, "Issued.", links=CERTIFICATE_LINKS),
+            200: model(Certificate, "The certificate issued before to the same key (a retry).", headers=_REPLAYED, links=CERTIFICATE_LINKS),
         },
     )
     def redeem(frontdoorId: str, token: str, body: RedeemRequest, request: Request):
         """No Authorization header: the token in the path is the credential. A retry with the same key after a
         success returns the same certificate (200, header X-Frontdoor-Replayed: true)."""
         source = client_address(request)
-        result = service.redeem(frontdoorId, token, body.value, body.type, source=source)
+        if rate_limits is None:
+            result = service.redeem(frontdoorId, token, body.value, body.type, source=source)
+        else:
+            rate_limits.check_redemption(frontdoorId, source)  # 429 once over; a read, no write
+            try:
+                result = service.redeem(frontdoorId, token, body.value, body.type, source=source)
+            except FrontdoorError as exc:
+                if exc.code == "token_not_found":  # only unknown secrets count
+                    rate_limits.redemption_failed(frontdoorId, source)
+                raise
         headers = dict(NO_STORE)
         if result.replayed:
             headers["X-Frontdoor-Replayed"] = "true"
@@ -449,7 +517,7 @@ def create_app(
         frontdoorId: str,
         page: int = Query(0, ge=0, le=MAX_PAGE),
         size: int = Query(20, ge=1, le=1000),
-        sort: Optional[str] = Query(None),
+        sort: Optional[str] = Query(None, pattern=_sort_pattern(CERTIFICATE_SORT_FIELDS), description="field[,asc|desc]"),
         tokenId: Optional[str] = Query(None),
         revoked: Optional[bool] = Query(None),
         authorization: Optional[str] = AUTHORIZATION,
@@ -491,6 +559,18 @@ def create_app(
             return Response(pem, media_type="application/x-pem-file")
         return Response(der, media_type="application/pkix-crl")
 
+    if metrics and metrics_route:
+        @app.get(
+            "/metrics", tags=["metrics"],
+            responses={**errors(*ADMIN), 200: {"description": "Prometheus text exposition (docs/operations.md).",
+                                               "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        )
+        def prometheus_metrics(authorization: Optional[str] = AUTHORIZATION):
+            """Needs the metrics:read permission (grant it on frontdoor '*'), or serve --metrics-address."""
+            principal(authorization, "*", "metrics:read")
+            return Response(exposition(metrics_registry), media_type=METRICS_CONTENT_TYPE)
+
+    app.include_router(acme_router(service))  # RFC 8555 front, outside the OpenAPI schema (docs/acme.md)
     return app
 
 
@@ -507,8 +587,14 @@ def app_factory():
     """uvicorn --factory entry point (one per worker process)."""
     from frontdoor_pki.tokens import parse_duration
 
-    _config, service, authenticator = build_from_env()
+    config, service, authenticator = build_from_env()
     interval = os.environ.get("FRONTDOOR_CLEANUP_INTERVAL")
     seconds = parse_duration(interval, "cleanup interval") if interval and interval not in ("0", "0s") else None
     older = os.environ.get("FRONTDOOR_CLEANUP_OLDER_THAN") or "0s"
-    return create_app(service, authenticator, cleanup_interval=seconds, cleanup_older_than=older)
+    return create_app(
+        service, authenticator, cleanup_interval=seconds, cleanup_older_than=older,
+        rate_limits=RateLimits.from_config(config, on_reject=count_rate_limited),
+        # FRONTDOOR_METRICS=off: no instrumentation at all (measuring its cost: docs/operations.md, "Metrics")
+        metrics=os.environ.get("FRONTDOOR_METRICS", "on").strip().lower() not in ("off", "false", "0", "no"),
+        metrics_route=not os.environ.get("FRONTDOOR_METRICS_ADDRESS"),  # serve --metrics-address serves them
+    )

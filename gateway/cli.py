@@ -13,6 +13,7 @@ import os
 import sys
 from typing import List, Optional
 
+from frontdoor_pki.acme.protocol import with_eab
 from frontdoor_pki.config import ConfigError, build_service, load_config
 from frontdoor_pki.errors import FrontdoorError
 from frontdoor_pki.views import certificate_view, token_view
@@ -70,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "use `frontdoor-gateway cleanup` from cron instead)")
     p.add_argument("--cleanup-older-than", default="0s", help="with --cleanup-interval: keep tokens expired less "
                    "than this long (default 0s), so their status can still be seen")
+    p.add_argument("--metrics-address", metavar="HOST:PORT", help="serve Prometheus metrics at http://HOST:PORT/metrics "
+                   "without authentication, and not on the API port (default: GET /metrics on the API port, for a "
+                   "bearer token with metrics:read)")
     tls = p.add_argument_group("HTTPS (required on any address but loopback; TLS 1.2 minimum)")
     tls.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (followed by its "
                      "intermediates); needs --tls-key")
@@ -167,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     sub.add_parser("step-ca-template", help="print the x509 template (JSON) to install on the step-ca JWK provisioner")
+
+    from .renew_cli import add_parser as add_renew_parser
+
+    add_renew_parser(sub)  # client side: `renew --url URL --cert FILE --key FILE [--new-key] [--ca FILE]`
     return parser
 
 
@@ -186,6 +194,11 @@ def _print_tokens(records, now) -> None:
 
 
 def cmd_serve(args) -> int:
+    # Before prometheus_client is first imported (it picks in-process or multi-process values at import): this
+    # process (the only worker with --workers 1, else the supervisor) keeps its metrics in memory; the workers'
+    # directory is set further down, for the workers alone.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    os.environ.pop("prometheus_multiproc_dir", None)
     import uvicorn
 
     from .app import build_from_env
@@ -204,6 +217,13 @@ def cmd_serve(args) -> int:
             "HTTPS (--tls-cert/--tls-key, or --tls-self HOSTNAME), or pass --insecure-http if every hop is trusted"
             % args.host
         )
+    try:  # the operator's files and proxies, checked before anything is created in the state dir
+        if args.tls_cert:
+            check_files(args.tls_cert, args.tls_key)
+        if args.forwarded_allow_ips is not None:
+            parse_forwarded_allow_ips(args.forwarded_allow_ips)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     env = dict(os.environ)
     if args.state_dir:
         env["FRONTDOOR_STATE_DIR"] = os.path.abspath(os.path.expanduser(args.state_dir))
@@ -217,6 +237,14 @@ def cmd_serve(args) -> int:
             parse_duration(args.cleanup_older_than, "--cleanup-older-than")
         env["FRONTDOOR_CLEANUP_INTERVAL"] = args.cleanup_interval
         env["FRONTDOOR_CLEANUP_OLDER_THAN"] = args.cleanup_older_than
+    if args.metrics_address:
+        from .metrics import parse_address
+
+        try:
+            parse_address(args.metrics_address)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        env["FRONTDOOR_METRICS_ADDRESS"] = args.metrics_address
     # Validate everything (and create the CA and admin token) once, before any worker starts.
     config, service, _auth = build_from_env(env)
     service.close()
@@ -243,7 +271,6 @@ def cmd_serve(args) -> int:
                   "(curl --cacert %s)" % (", ".join(server.names), "issued to" if server.issued else "reused from",
                                           cert_path, server.not_after.isoformat(), server.ca_path, server.ca_path),
                   file=sys.stderr)
-        if https:
             check_files(cert_path, key_path)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -254,6 +281,7 @@ def cmd_serve(args) -> int:
            ", trusting X-Forwarded-For/-Proto from %s" % ", ".join(trusted) if trusted else ""),
         file=sys.stderr,
     )
+    _serve_metrics(args, config)
     tls_options = dict(
         ssl_certfile=cert_path, ssl_keyfile=key_path, ssl_context_factory=context_factory(args.tls_min_version)
     ) if https else {}
@@ -275,6 +303,37 @@ def cmd_serve(args) -> int:
         **tls_options,
     )
     return 0
+
+
+def _serve_metrics(args, config) -> None:
+    """Workers > 1: a private PROMETHEUS_MULTIPROC_DIR for them (emptied now). --metrics-address: serve the
+    metrics from this process with prometheus_client's own HTTP server, not from the workers.
+
+    Why here: this process lives as long as the gateway and serves no requests; it reads every worker's
+    files (multi-process mode), or with one worker it is that worker. A listener in each worker could not share
+    one port, and a second uvicorn server would be a second supervisor to run."""
+    from .metrics import (
+        MULTIPROC_ENV,
+        TokenStatusCollector,
+        prepare_multiprocess_dir,
+        registry_with,
+        start_metrics_server,
+    )
+
+    if args.workers > 1:
+        os.environ[MULTIPROC_ENV] = prepare_multiprocess_dir(config.state_dir, args.host, args.port)
+    if not args.metrics_address:
+        return
+    from frontdoor_pki.config import build_store
+    from frontdoor_pki.model import utcnow
+
+    collector = TokenStatusCollector(build_store(config), [f.id for f in config.frontdoors], utcnow)
+    try:
+        host, port = start_metrics_server(args.metrics_address, registry_with([collector]))
+    except OSError as exc:
+        raise ConfigError("--metrics-address %s: %s" % (args.metrics_address, exc.strerror or exc)) from None
+    print("frontdoor-gateway: metrics on http://%s:%d/metrics (no authentication: keep this address private)"
+          % (host, port), file=sys.stderr)
 
 
 def cmd_init(args) -> int:
@@ -338,7 +397,7 @@ def cmd_create_token(args) -> int:
         certificate_ttl=args.certificate_ttl, actor=_actor(),
         subject_alt_names={kind: getattr(args, kind) for kind in ("dns", "ip", "uri", "email") if getattr(args, kind)},
     )
-    view = token_view(record, secret=secret)
+    view = with_eab(token_view(record, secret=secret), service.store, record)
     if args.json:
         print(json.dumps(view, indent=2))
     else:
@@ -347,6 +406,7 @@ def cmd_create_token(args) -> int:
         if record.subject_alt_names:
             print("sans:    %s" % ", ".join(
                 "%s:%s" % (kind, value) for kind, values in view["subjectAltNames"].items() for value in values))
+        _print_eab(view)
     return 0
 
 
@@ -375,13 +435,21 @@ def cmd_refresh_token(args) -> int:
     record, secret = service.refresh_token(
         args.frontdoor, args.token_id, ttl=args.ttl, expires_at=args.expires_at, actor=_actor()
     )
-    view = token_view(record, secret=secret)
+    view = with_eab(token_view(record, secret=secret), service.store, record)
     if args.json:
         print(json.dumps(view, indent=2))
     else:
         print("id:      %s\ntoken:   %s   (shown once; the old one no longer works)\nexpires: %s"
               % (record.id, secret, view["expiresAt"]))
+        _print_eab(view)
     return 0
+
+
+def _print_eab(view: dict) -> None:
+    """ACME External Account Binding of the token (docs/acme.md): shown once, like the secret."""
+    eab = view.get("acmeEab")
+    if eab:
+        print("acme:    --eab-kid %s --eab-hmac-key %s   (shown once)" % (eab["keyId"], eab["hmacKey"]))
 
 
 def cmd_cleanup(args) -> int:
@@ -440,6 +508,12 @@ def cmd_vault_policy(args) -> int:
     return 0
 
 
+def cmd_renew(args) -> int:
+    from .renew_cli import cmd_renew as renew
+
+    return renew(args)
+
+
 def cmd_step_ca_template(args) -> int:
     from frontdoor_pki.signers.stepca import x509_template
 
@@ -452,7 +526,7 @@ COMMANDS = {
     "create-token": cmd_create_token, "list-tokens": cmd_list_tokens, "delete-token": cmd_delete_token,
     "refresh-token": cmd_refresh_token, "cleanup": cmd_cleanup, "list-certificates": cmd_list_certificates,
     "revoke-certificate": cmd_revoke_certificate, "check-config": cmd_check_config, "vault-policy": cmd_vault_policy,
-    "step-ca-template": cmd_step_ca_template,
+    "step-ca-template": cmd_step_ca_template, "renew": cmd_renew,
 }
 
 

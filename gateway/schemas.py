@@ -45,10 +45,20 @@ class Token(BaseModel):
     certificateId: Optional[str] = Field(description="The certificate issued for it, once redeemed.")
 
 
+class AcmeEab(BaseModel):
+    """ACME External Account Binding of a token (docs/acme.md): shown with the secret, never stored."""
+
+    keyId: str = Field(description="EAB key id (the token id): certbot --eab-kid.")
+    hmacKey: str = Field(description="EAB HMAC key, base64url without padding: certbot --eab-hmac-key.")
+
+
 class TokenCreated(Token):
     """A token with its secret: answered only by create and refresh, the only time the secret is shown."""
 
     token: str = Field(description="The secret (crt_...). Stored only hashed: this is the one time it is shown.")
+    acmeEab: Optional[AcmeEab] = Field(
+        None, description="ACME EAB credentials for /acme/{frontdoorId}/directory; as secret as token, shown once."
+    )
 
 
 class Pageable(BaseModel):
@@ -123,3 +133,32 @@ def model(cls: type, description: Optional[str] = None, **extra) -> dict:
     if description:
         entry["description"] = description
     return entry
+
+
+# OpenAPI links: what a client (or a stateful fuzzer) can do next with an answer. Operation ids are the route
+# functions' names (create_app sets generate_unique_id_function).
+_FRONTDOOR = {"frontdoorId": "$request.path.frontdoorId"}
+_TOKEN_ID = dict(_FRONTDOOR, tokenId="$response.body#/id")
+TOKEN_LINKS = {
+    "getToken": {"operationId": "get_token", "parameters": _TOKEN_ID},
+    "updateToken": {"operationId": "update_token", "parameters": _TOKEN_ID},
+    "refreshToken": {"operationId": "refresh_token", "parameters": _TOKEN_ID},
+    "deleteToken": {"operationId": "delete_token", "parameters": _TOKEN_ID},
+    "redeem": {
+        "operationId": "redeem", "parameters": {**_FRONTDOOR, "token": "$response.body#/token"},
+        "description": "Redeem the secret just shown, with a CSR.",
+    },
+    "listCertificates": {
+        "operationId": "list_certificates", "parameters": dict(_FRONTDOOR, tokenId="$response.body#/id"),
+    },
+}
+_CERTIFICATE_ID = dict(_FRONTDOOR, certificateId="$response.body#/id")
+CERTIFICATE_LINKS = {
+    "getCertificate": {"operationId": "get_certificate", "parameters": _CERTIFICATE_ID},
+    "revokeCertificate": {"operationId": "revoke_certificate", "parameters": _CERTIFICATE_ID},
+    "getToken": {"operationId": "get_token", "parameters": dict(_FRONTDOOR, tokenId="$response.body#/tokenId")},
+    "redeemAgain": {
+        "operationId": "redeem", "parameters": {**_FRONTDOOR, "token": "$request.path.token"},
+        "description": "The same token again: the same key gets the same certificate (200), another key 409.",
+    },
+}

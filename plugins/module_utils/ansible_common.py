@@ -164,8 +164,9 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def create_token(self, name, common_name=None, organization=None, organizational_unit=None, ttl=None,
-                     expires_at=None) -> dict:
-        """Create a token; the result carries the secret under ``token``, the only time it exists."""
+                     expires_at=None, subject_alt_names=None) -> dict:
+        """Create a token; the result carries the secret under ``token``, the only time it exists.
+        ``subject_alt_names``: the API shape ({"dns": [...], ...}) or None."""
 
     @abc.abstractmethod
     def list_tokens(self, name: Optional[str] = None, status: Optional[Sequence[str]] = None) -> List[dict]:
@@ -231,10 +232,11 @@ class LocalBackend(Backend):
         self.actor = actor
 
     def create_token(self, name, common_name=None, organization=None, organizational_unit=None, ttl=None,
-                     expires_at=None) -> dict:
+                     expires_at=None, subject_alt_names=None) -> dict:
         record, secret = self.service.create_token(
             self.frontdoor_id, name=name, common_name=common_name, organization=organization,
-            organizational_unit=organizational_unit, ttl=ttl, expires_at=expires_at, actor=self.actor,
+            organizational_unit=organizational_unit, ttl=ttl, expires_at=expires_at,
+            subject_alt_names=subject_alt_names, actor=self.actor,
         )
         return snake_case(with_eab(token_view(record, secret=secret), self.service.store, record))
 
@@ -312,10 +314,11 @@ class GatewayBackend(Backend):
         self.frontdoor_id = frontdoor_id
 
     def create_token(self, name, common_name=None, organization=None, organizational_unit=None, ttl=None,
-                     expires_at=None) -> dict:
+                     expires_at=None, subject_alt_names=None) -> dict:
         return snake_case(self.client.create_token(
             self.frontdoor_id, name, common_name=common_name, organization=organization,
             organizational_unit=organizational_unit, ttl=ttl, expires_at=expires_at,
+            subject_alt_names=subject_alt_names,
         ))
 
     def list_tokens(self, name=None, status=None) -> List[dict]:

@@ -64,6 +64,34 @@ options:
       - An existing token with a different expiry is replaced.
       - Mutually exclusive with O(ttl).
     type: str
+  subject_alt_names:
+    description:
+      - Subject Alternative Names locked into the certificate, like the subject fields. The certificate carries
+        exactly these, whatever the CSR asks; without them it carries none.
+      - DNS names are fully qualified host names (no wildcard; an internationalised name in its C(xn--) form),
+        IPs are IPv4 or IPv6 addresses, URIs are absolute (for example a SPIFFE ID
+        V(spiffe://example.org/ns/prod/sa/api)), emails are C(local@domain). At most 100 in all, none twice.
+      - Compared with an existing token's SANs as sets per kind (order does not matter, DNS names and email domains
+        case-insensitively); a difference replaces the token.
+    type: dict
+    aliases: [subjectAltNames]
+    suboptions:
+      dns:
+        description: DNS names.
+        type: list
+        elements: str
+      ip:
+        description: IPv4 or IPv6 addresses.
+        type: list
+        elements: str
+      uri:
+        description: Absolute URIs.
+        type: list
+        elements: str
+      email:
+        description: Email addresses.
+        type: list
+        elements: str
   state:
     description:
       - V(present) makes sure an unredeemed, unexpired token with this name and these fields exists.
@@ -102,6 +130,15 @@ EXAMPLES = r"""
     common_name: build-agent-7.example.com
     expires_at: "2030-01-31T12:00:00Z"
 
+- name: A token whose certificate carries a DNS name, an IP and a SPIFFE ID
+  frontdoor.pki.certificate_request_token:
+    name: api-1
+    common_name: api-1.example.com
+    subject_alt_names:
+      dns: [api-1.example.com, api.example.com]
+      ip: [10.0.0.7]
+      uri: [spiffe://example.org/ns/prod/sa/api]
+
 - name: Issue a fresh secret even if the token exists
   frontdoor.pki.certificate_request_token:
     name: build-agent-7
@@ -138,6 +175,24 @@ token:
       type: str
       returned: when changed and not in check mode
       sample: crt_q3W0hT9mX2c7Yb1Lk8Pz0sV4nR6eJ5uA7dF3gH2iK9
+    acme_eab:
+      description:
+        - ACME External Account Binding credentials of the token, for any ACME client (certbot C(--eab-kid) and
+          C(--eab-hmac-key), lego, acme.sh, cert-manager, community.crypto) against the gateway's
+          C(/acme/<frontdoor>/directory). Only returned with the secret, when the token was created by this run.
+        - As secret as RV(token.token); register the result with C(no_log: true). Never stored: derived again
+          from the token and a server key, and a refresh of the token changes them.
+      type: dict
+      returned: when changed and not in check mode
+      contains:
+        key_id:
+          description: The EAB key id (the token id).
+          type: str
+          sample: token-6f0c8f5e-2a53-4f53-9d1c-1a7f8e2b9c31
+        hmac_key:
+          description: The EAB HMAC key, base64url without padding.
+          type: str
+          sample: 3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
     common_name:
       description: Locked common name, or null if the CSR provides it.
       type: str
@@ -153,6 +208,14 @@ token:
       type: str
       returned: success
       sample: Ops
+    subject_alt_names:
+      description:
+        - The SANs locked into the certificate, by kind (V(dns), V(ip), V(uri), V(email)); kinds without values are
+          left out, and a token without SANs has an empty dict. DNS names and email domains lower-case, IPv6
+          compressed.
+      type: dict
+      returned: success
+      sample: {"dns": ["api-1.example.com"], "ip": ["10.0.0.7"], "uri": ["spiffe://example.org/ns/prod/sa/api"]}
     expires_at:
       description: When the token expires (RFC 3339, UTC).
       type: str
@@ -186,9 +249,11 @@ from ansible_collections.frontdoor.pki.plugins.module_utils.ansible_common impor
     validate_expiry,
 )
 from ansible_collections.frontdoor.pki.plugins.module_utils.errors import FrontdoorError
+from ansible_collections.frontdoor.pki.plugins.module_utils.sans import validate_subject_alt_names
 
 SUBJECT_FIELDS = ("common_name", "organization", "organizational_unit")
-SHOWN_FIELDS = ("id", "name", "common_name", "organization", "organizational_unit", "expires_at", "created_at", "status")
+SHOWN_FIELDS = ("id", "name", "common_name", "organization", "organizational_unit", "subject_alt_names", "expires_at",
+                "created_at", "status")
 
 
 def normalise(value):
@@ -209,19 +274,26 @@ def same_instant(a, b):
         return False
 
 
-def matches(token, wanted, expires_at):
-    """Whether an existing token already is what the task asks for."""
+def san_sets(sans):
+    """SANs (the API shape) as comparable sets per kind: the order of a list does not matter."""
+    return {kind: frozenset(values) for kind, values in (sans or {}).items() if values}
+
+
+def matches(token, wanted, expires_at, sans=None):
+    """Whether an existing token already is what the task asks for. ``sans``: normalised, the API shape."""
     if token.get("status") != "active":
         return False
     for field in SUBJECT_FIELDS:
         if normalise(token.get(field)) != wanted[field]:
             return False
+    if san_sets(token.get("subject_alt_names")) != san_sets(sans):
+        return False
     if expires_at is not None and not same_instant(token.get("expires_at"), expires_at):
         return False
     return True
 
 
-def decide(tokens, wanted, expires_at, force):
+def decide(tokens, wanted, expires_at, force, sans=None):
     """(keep, replace): the token to keep unchanged (or None) and the tokens a new one replaces.
 
     Only active tokens count: an expired or redeemed token with this name is history, left to cleanup.
@@ -229,7 +301,7 @@ def decide(tokens, wanted, expires_at, force):
     active = [t for t in tokens if t.get("status") == "active"]
     if not force:
         for token in reversed(active):  # newest first
-            if matches(token, wanted, expires_at):
+            if matches(token, wanted, expires_at, sans):
                 return token, []
     return None, active
 
@@ -247,6 +319,11 @@ def main():
         organizational_unit=dict(type="str", aliases=["organizationalUnit"]),
         ttl=dict(type="str"),
         expires_at=dict(type="str"),
+        subject_alt_names=dict(
+            type="dict", aliases=["subjectAltNames"],
+            options=dict(dns=dict(type="list", elements="str"), ip=dict(type="list", elements="str"),
+                         uri=dict(type="list", elements="str"), email=dict(type="list", elements="str")),
+        ),
         state=dict(type="str", default="present", choices=["present", "absent"]),
         force=dict(type="bool", default=False),
     )
@@ -282,25 +359,30 @@ def main():
             module.exit_json(**result)
 
         validate_expiry(params["ttl"], params["expires_at"])
-        keep, replace = decide(tokens, wanted, params["expires_at"], params["force"])
+        # the engine's rules, before anything is created: a bad SAN fails the task, also in check mode
+        sans = validate_subject_alt_names(params["subject_alt_names"]).to_dict()
+        keep, replace = decide(tokens, wanted, params["expires_at"], params["force"], sans)
         if keep is not None:
             module.exit_json(changed=False, token=shown(keep), replaced_ids=[],
                              diff=dict(before=shown(keep), after=shown(keep)))
 
         before = shown(replace[-1]) if replace else {}
         if module.check_mode:
-            planned = dict(id=None, name=name, expires_at=params["expires_at"], status="active", created_at=None)
+            planned = dict(id=None, name=name, expires_at=params["expires_at"], status="active", created_at=None,
+                           subject_alt_names=sans)
             planned.update(wanted)
             module.exit_json(changed=True, token=planned, replaced_ids=[t["id"] for t in replace],
                              diff=dict(before=before, after=shown(planned)))
 
         # create first: if creation is refused (policy, TCP shares off), the old token still works
         created = backend.create_token(
-            name, ttl=params["ttl"], expires_at=params["expires_at"], **wanted
+            name, ttl=params["ttl"], expires_at=params["expires_at"], subject_alt_names=sans or None, **wanted
         )
         replaced = [t["id"] for t in replace if backend.delete_token(t["id"])]
         token = shown(created)
         token["token"] = created.get("token")
+        if created.get("acme_eab"):
+            token["acme_eab"] = created["acme_eab"]
         module.exit_json(changed=True, token=token, replaced_ids=replaced,
                          diff=dict(before=before, after=shown(created)))
     except FrontdoorError as exc:

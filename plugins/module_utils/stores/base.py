@@ -15,6 +15,7 @@ import abc
 import datetime as _dt
 from typing import Iterable, List, Optional, Sequence, Tuple
 
+from ..errors import FrontdoorError
 from ..model import CertificateRecord, Page, TokenRecord
 
 # Sort keys a caller may ask for (API names -> record attribute names).
@@ -121,6 +122,32 @@ class TokenStore(abc.ABC):
     @abc.abstractmethod
     def revoked_serials(self, frontdoor_id: str) -> Iterable[Tuple[str, _dt.datetime]]:
         """(serial hex, revoked_at) of every revoked certificate: the local CA's CRL input."""
+
+    # -- ACME front state (acme/): small JSON documents with check-and-set, shared by every worker and gateway.
+    # Not abstract: a store without them serves everything but the ACME front, which answers not_supported.
+    def acme_get(self, kind: str, key: str) -> Optional[Tuple[dict, int]]:
+        """(document, version) of ACME object ``kind``/``key`` (nonce, account, key, binding, order), or None."""
+        raise FrontdoorError("not_supported", "This token store does not keep ACME state.")
+
+    def acme_put(
+        self, kind: str, key: str, doc: dict, expected_version: int, expires_at: Optional[_dt.datetime] = None
+    ) -> bool:
+        """Write ``doc`` only if the stored version is ``expected_version`` (0: only if absent, an atomic
+        insert-if-absent: how a nonce is accepted once and a token bound to one account). False if not."""
+        raise FrontdoorError("not_supported", "This token store does not keep ACME state.")
+
+    def acme_delete(self, kind: str, key: str) -> None:
+        """Remove an ACME object (absent is fine)."""
+        raise FrontdoorError("not_supported", "This token store does not keep ACME state.")
+
+    def acme_purge(self, kind: str, before: _dt.datetime) -> int:
+        """Remove objects of ``kind`` written with an ``expires_at`` before ``before``; how many."""
+        return 0
+
+    def acme_server_key(self) -> bytes:
+        """32 random bytes made once per store (every gateway sharing the store sees the same): the key the
+        ACME front derives EAB HMAC keys and nonce MACs from. Kept where the store keeps its state."""
+        raise FrontdoorError("not_supported", "This token store does not keep ACME state.")
 
     # -- renewal with the current certificate (renewal.py). Not abstract: a store without them
     #    answers not_supported, and the rest of the API keeps working on it.

@@ -24,6 +24,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import FrontdoorError, StoreUnavailable
 from ..model import NO_SANS, UTC, CertificateRecord, Page, Subject, SubjectAltNames, TokenRecord
+from .acme_sqlite import SQLiteAcmeState
 from .base import TokenStore
 
 _SCHEMA = """
@@ -265,7 +266,7 @@ def _write_lock(real_path: str) -> threading.Lock:
         return _WRITE_LOCKS.setdefault((os.getpid(), real_path), threading.Lock())
 
 
-class SQLiteStore(TokenStore):
+class SQLiteStore(SQLiteAcmeState, TokenStore):
     """Tokens and certificates in one SQLite file; one connection per thread and process."""
 
     kind = "sqlite"

@@ -59,6 +59,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 from ..errors import FrontdoorError, StoreUnavailable
 from ..model import STATE_REDEEMED, UTC, CertificateRecord, Page, Subject, SubjectAltNames, TokenRecord
 from ..vault.client import VaultClient, hvac_exc, is_cas_mismatch, shared_client
+from .acme_vault import VaultAcmeState
 from .base import TokenStore
 
 _WORKERS = 8
@@ -180,7 +181,7 @@ def _cert_key(c: CertificateRecord) -> str:
     return "%013d.%s.%s" % (_ms(c.created_at), c.token_id, c.id)
 
 
-class VaultKVStore(TokenStore):
+class VaultKVStore(VaultAcmeState, TokenStore):
     kind = "vault"
 
     def __init__(self, client: VaultClient, mount: str, prefix: str):
