@@ -211,6 +211,7 @@ class GatewayClient:
         organizational_unit: Optional[str] = None,
         ttl: Union[None, int, str] = None,
         expires_at: Optional[str] = None,
+        subject_alt_names: Optional[Dict[str, List[str]]] = None,
     ) -> dict:
         """Returns the created token's view, the only one that carries the secret (``token``)."""
         body: Dict[str, Any] = {"name": name}
@@ -220,6 +221,7 @@ class GatewayClient:
             ("organizationalUnit", organizational_unit),
             ("ttl", ttl),
             ("expiresAt", expires_at),
+            ("subjectAltNames", subject_alt_names),
         ):
             if value is not None:
                 body[key] = value

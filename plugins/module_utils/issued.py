@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 # Guarded: Ansible's import sanity test loads module_utils without third-party packages.
 try:
@@ -116,6 +116,23 @@ def certificate_sans(cert: x509.Certificate) -> Optional[Counter]:
     if any(pair is None for pair in pairs):
         return None
     return Counter(pairs)
+
+
+def san_dict(cert: x509.Certificate) -> Dict[str, List[str]]:
+    """The certificate's SANs in the API shape (``SubjectAltNames.to_dict()``: kinds without values left out,
+    IPs in compressed form), for results read from a certificate file; names of other kinds are left out."""
+    result: Dict[str, List[str]] = {}
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (x509.ExtensionNotFound, ValueError, TypeError):
+        return result
+    for name in names:
+        pair = _san_pair(name)
+        if pair is None:
+            continue
+        kind, value = pair
+        result.setdefault(kind, []).append(value.compressed if kind == "ip" else value)
+    return {kind: result[kind] for kind in ("dns", "ip", "uri", "email") if kind in result}
 
 
 def sans_are(cert: x509.Certificate, sans: SubjectAltNames) -> bool:

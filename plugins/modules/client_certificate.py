@@ -182,6 +182,13 @@ organizational_unit:
   returned: when a certificate is there
   type: str
   sample: Ops
+subject_alt_names:
+  description:
+    - The certificate's Subject Alternative Names by kind (V(dns), V(ip), V(uri), V(email)), the ones its token
+      pre-approved; kinds without values are left out, and a certificate without SANs gives an empty dict.
+  returned: when a certificate is there
+  type: dict
+  sample: {"dns": ["web-1.example.com"], "uri": ["spiffe://example.org/ns/prod/sa/web"]}
 not_before:
   description: Start of validity (RFC 3339, UTC).
   returned: when a certificate is there
@@ -297,6 +304,7 @@ from ansible_collections.frontdoor.pki.plugins.module_utils.host_certificate imp
     make_csr,
     private_key_pem,
 )
+from ansible_collections.frontdoor.pki.plugins.module_utils.issued import san_dict
 from ansible_collections.frontdoor.pki.plugins.module_utils.model import isoformat
 
 try:
@@ -323,6 +331,7 @@ def facts_of(cert):
         common_name=first_attribute(cert.subject, NameOID.COMMON_NAME),
         organization=first_attribute(cert.subject, NameOID.ORGANIZATION_NAME),
         organizational_unit=first_attribute(cert.subject, NameOID.ORGANIZATIONAL_UNIT_NAME),
+        subject_alt_names=san_dict(cert),
         not_before=isoformat(cert.not_valid_before_utc),
         not_after=isoformat(cert.not_valid_after_utc),
     )
