@@ -175,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .renew_cli import add_parser as add_renew_parser
 
     add_renew_parser(sub)  # client side: `renew --url URL --cert FILE --key FILE [--new-key] [--ca FILE]`
+
+    from .renew_cli import add_parser as add_renew_parser
+
+    add_renew_parser(sub)  # client side: `renew --url URL --cert FILE --key FILE [--new-key] [--ca FILE]`
     return parser
 
 
@@ -506,6 +510,12 @@ def cmd_vault_policy(args) -> int:
 
     print(render_policy(_config(args)))
     return 0
+
+
+def cmd_renew(args) -> int:
+    from .renew_cli import cmd_renew as renew
+
+    return renew(args)
 
 
 def cmd_renew(args) -> int:
