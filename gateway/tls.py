@@ -34,13 +34,17 @@ def context_factory(minimum: str = "1.2"):
 def check_files(cert_path: str, key_path: str) -> None:
     """Load the pair once before any worker starts, so a wrong path or a key that does not match the
     certificate is one clear error instead of workers dying in a loop. Raises ValueError."""
+    for path in (cert_path, key_path):
+        try:
+            with open(path, "rb"):
+                pass
+        except FileNotFoundError:
+            raise ValueError("%s: no such file" % path) from None
+        except OSError as exc:
+            raise ValueError("%s: cannot be read by this user (%s)" % (path, exc.strerror)) from None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         context.load_cert_chain(cert_path, key_path)
-    except FileNotFoundError as exc:
-        raise ValueError("%s: no such file" % exc.filename) from None
-    except PermissionError as exc:
-        raise ValueError("%s: not readable by this user" % exc.filename) from None
     except ssl.SSLError as exc:
         raise ValueError(
             "%s / %s: not a PEM certificate and its matching private key (%s)" % (cert_path, key_path, exc.reason)

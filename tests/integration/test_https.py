@@ -1,0 +1,281 @@
+"""HTTPS and reverse proxies against real `frontdoor-gateway serve` processes.
+
+- the reference curl workflow over HTTPS against ``serve --tls-cert/--tls-key`` (a certificate an operator
+  brings, from its own CA), with the real curl when the machine has it;
+- TLS 1.1 and 1.0 refused, TLS 1.2 and 1.3 accepted (a control server shows the old-TLS client really offers
+  its version, so the refusal is the gateway's);
+- ``--tls-self`` with ``--workers 2``: both workers serve the certificate from the local CA, verified with the
+  CA file the gateway names;
+- plain HTTP off loopback refused without ``--insecure-http``;
+- X-Forwarded-For / X-Forwarded-Proto honoured only from the proxy address given with --forwarded-allow-ips.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.client
+import ipaddress
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import warnings
+
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from support.crypto import make_csr, make_key
+from support.gateway import GATEWAY_BIN, free_port, run_gateway
+
+CURL = shutil.which("curl")
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+@pytest.fixture(scope="module")
+def operator_tls(tmp_path_factory):
+    """What an operator brings: a CA of its own and a server certificate for 127.0.0.1 / localhost."""
+    directory = tmp_path_factory.mktemp("operator-tls")
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder().subject_name(_name("operator test CA")).issuer_name(_name("operator test CA"))
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder().subject_name(_name("127.0.0.1")).issuer_name(ca.subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = {name: str(directory / name) for name in ("ca.pem", "server.pem", "server.key")}
+    with open(paths["ca.pem"], "wb") as handle:
+        handle.write(ca.public_bytes(serialization.Encoding.PEM))
+    with open(paths["server.pem"], "wb") as handle:
+        handle.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(os.open(paths["server.key"], os.O_WRONLY | os.O_CREAT, 0o600), "wb") as handle:
+        handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def https_gateway(tmp_path_factory, operator_tls):
+    args = ("--tls-cert", operator_tls["server.pem"], "--tls-key", operator_tls["server.key"])
+    with run_gateway(str(tmp_path_factory.mktemp("gw-https")), extra_args=args, ca_file=operator_tls["ca.pem"]) as gw:
+        yield gw
+
+
+def _curl_post(url: str, body: dict, headers: dict, ca_file: str) -> tuple:
+    """POST as the reference walkthrough does: the real curl with --cacert, else requests verifying the same CA."""
+    data = json.dumps(body)
+    if CURL:
+        args = [CURL, "-sS", "--cacert", ca_file, "-X", "POST", "-w", "\n%{http_code}", "-d", data, url]
+        for key, value in headers.items():
+            args[1:1] = ["-H", "%s: %s" % (key, value)]
+        out = subprocess.run(args, check=True, capture_output=True, text=True, timeout=60).stdout
+        text, _, status = out.rpartition("\n")
+        return int(status), json.loads(text)
+    response = requests.post(url, data=data, headers=headers, verify=ca_file, timeout=60)
+    return response.status_code, response.json()
+
+
+def test_reference_workflow_over_https(https_gateway, operator_tls):
+    gw, ca = https_gateway, operator_tls["ca.pem"]
+    assert gw.url.startswith("https://")
+    status, created = _curl_post(
+        gw.url + "/frontdoor/default/certificate-request-tokens",
+        {"name": "api-service-cert", "commonName": "api.example.com", "organization": "Example Corp",
+         "organizationalUnit": "API Services"},
+        {"Authorization": "Bearer " + gw.admin_token, "Content-Type": "application/json"}, ca,
+    )
+    assert status == 201, created
+    key = make_key("p256")
+    status, issued = _curl_post(
+        gw.url + "/frontdoor/default/client-certificates/token/" + created["token"],
+        {"type": "CSR", "value": make_csr(key, cn="me")}, {"Content-Type": "application/json"}, ca,
+    )
+    assert status == 201, issued
+    cert = x509.load_pem_x509_certificate(issued["certificate"].encode())
+    assert cert.subject.rfc4514_string() == "CN=api.example.com,OU=API Services,O=Example Corp"
+    status, again = _curl_post(
+        gw.url + "/frontdoor/default/client-certificates/token/" + created["token"],
+        {"type": "CSR", "value": make_csr(make_key("p256"), cn="thief")}, {"Content-Type": "application/json"}, ca,
+    )
+    assert status == 409 and again["error"]["code"] == "token_already_used"
+
+
+def test_the_certificate_is_verified_and_plain_http_is_not_spoken(https_gateway):
+    with pytest.raises(requests.exceptions.SSLError):  # a client that does not trust the operator's CA
+        requests.get(https_gateway.url + "/healthz", timeout=10, verify=True)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(https_gateway.url.replace("https://", "http://") + "/healthz", timeout=10)
+
+
+def _client_context(version: ssl.TLSVersion) -> ssl.SSLContext:
+    """A client that offers exactly ``version``. SECLEVEL=0: OpenSSL 3 refuses to even offer TLS < 1.2 at its
+    default level, and then the gateway would never be asked."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLSVersion.TLSv1/TLSv1_1 are deprecated: the point
+        context.minimum_version = version
+        context.maximum_version = version
+    return context
+
+
+def _handshake(port: int, version: ssl.TLSVersion) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with _client_context(version).wrap_socket(sock) as tls:
+            return tls.version()
+
+
+def _old_tls_control_server(tmp_path, operator_tls) -> int:
+    """A one-shot TLS server that accepts TLS 1.0+: proves the old-version client really offers its version."""
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(operator_tls["server.pem"], operator_tls["server.key"])
+    server_context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        server_context.minimum_version = ssl.TLSVersion.TLSv1
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve():
+        with listener:
+            conn, _ = listener.accept()
+            try:
+                with server_context.wrap_socket(conn, server_side=True):
+                    pass
+            except (ssl.SSLError, OSError):
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return port
+
+
+@pytest.mark.parametrize("old", ["TLSv1_1", "TLSv1"])
+def test_tls_older_than_1_2_is_refused(https_gateway, operator_tls, tmp_path, old):
+    version = getattr(ssl.TLSVersion, old)
+    assert _handshake(_old_tls_control_server(tmp_path, operator_tls), version) in ("TLSv1.1", "TLSv1")
+    port = int(https_gateway.url.rsplit(":", 1)[1])
+    with pytest.raises((ssl.SSLError, ConnectionResetError)):
+        _handshake(port, version)
+    assert _handshake(port, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+    assert _handshake(port, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
+    assert requests.get(https_gateway.url + "/healthz", timeout=10, verify=operator_tls["ca.pem"]).ok
+
+
+def test_tls_self_with_two_workers(tmp_path):
+    state = str(tmp_path / "state")
+    ca_file = os.path.join(state, "tls", "ca.pem")
+    args = ("--tls-self", "localhost", "127.0.0.1", "--tls-min-version", "1.3")
+    with run_gateway(state, workers=2, extra_args=args, ca_file=ca_file) as gw:
+        deadline = time.monotonic() + 30
+        while gw.log().count("Application startup complete") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert gw.log().count("Application startup complete") == 2  # both workers loaded the TLS context
+        # fresh connections, so both workers' listeners are exercised; each verifies against the named CA
+        for _ in range(12):
+            response = requests.get(gw.url + "/healthz", timeout=10, verify=ca_file)
+            assert response.status_code == 200
+        created = gw.create_token(name="self-tls", commonName="self.example").json()
+        assert gw.redeem(created["token"], make_csr(make_key("p256"), cn="x")).status_code == 201
+        localhost = gw.url.replace("127.0.0.1", "localhost")
+        assert requests.get(localhost + "/healthz", timeout=10, verify=ca_file).ok  # the DNS SAN
+        port = int(gw.url.rsplit(":", 1)[1])
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+            _handshake(port, ssl.TLSVersion.TLSv1_2)  # --tls-min-version 1.3
+        log = gw.log()
+    assert "curl --cacert %s" % ca_file in log
+    served = x509.load_pem_x509_certificates(open(os.path.join(state, "tls", "server.pem"), "rb").read())
+    assert ExtendedKeyUsageOID.SERVER_AUTH in served[0].extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert oct(os.stat(os.path.join(state, "tls", "server.key")).st_mode & 0o777) == "0o600"
+
+
+def _serve(args, tmp_path, timeout=30):
+    return subprocess.run(
+        [GATEWAY_BIN, "serve", "--state-dir", str(tmp_path / "s"), "--port", str(free_port())] + args,
+        capture_output=True, text=True, timeout=timeout,
+        env={k: v for k, v in os.environ.items() if not k.startswith("FRONTDOOR_")},
+    )
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10"])
+def test_plain_http_off_loopback_is_refused(tmp_path, host):
+    result = _serve(["--host", host], tmp_path)
+    assert result.returncode == 2
+    assert "refusing plain HTTP on %s" % host in result.stderr and "--insecure-http" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"], "/nonexistent.pem: no such file"),
+    (["--tls-cert", "/etc/hostname"], "--tls-cert and --tls-key go together"),
+    (["--tls-self", "bad_name!"], "neither an IP address nor a DNS host name"),
+    (["--forwarded-allow-ips", "*"], "'*' would let any client set its own address"),
+    (["--forwarded-allow-ips", "proxy.example"], "is not an IP address or network"),
+])
+def test_bad_tls_and_proxy_options_are_a_clear_error(tmp_path, args, message):
+    result = _serve(args, tmp_path)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def _get_from(source: str, port: int, path: str, headers: dict) -> http.client.HTTPResponse:
+    """A request whose TCP peer address is ``source`` (any 127/8 address is this machine's loopback)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, source_address=(source, 0), timeout=10)
+    connection.request("POST" if "token/" in path else "GET", path,
+                       body=json.dumps({"type": "CSR", "value": make_csr(make_key("p256"), cn="x")}) if "token/" in path else None,
+                       headers=dict(headers, **{"Content-Type": "application/json"}))
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response
+
+
+def _refusal_sources(state_dir: str) -> list:
+    with open(os.path.join(state_dir, "audit.jsonl"), encoding="utf-8") as handle:
+        return [e.get("source") for e in map(json.loads, handle) if e["event"] == "redemption.refused"]
+
+
+def test_forwarded_headers_are_honoured_only_from_the_trusted_proxy(tmp_path):
+    """The proxy (127.0.0.2) terminates TLS and forwards plain HTTP on loopback; the client address the audit
+    (and the rate limits, through net.client_address) see is the proxy's X-Forwarded-For only from it."""
+    unknown = "/frontdoor/default/client-certificates/token/crt_" + "A" * 32
+    forwarded = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+    state = str(tmp_path / "proxied")
+    with run_gateway(state, extra_args=("--forwarded-allow-ips", "127.0.0.2")) as gw:
+        port = int(gw.url.rsplit(":", 1)[1])
+        assert _get_from("127.0.0.2", port, unknown, forwarded).status in (400, 404)
+        assert _get_from("127.0.0.1", port, unknown, forwarded).status in (400, 404)  # not the proxy: ignored
+        # the scheme: a redirect the app builds from the request URL
+        assert _get_from("127.0.0.2", port, "/healthz/", forwarded).getheader("Location").startswith("https://")
+        assert _get_from("127.0.0.1", port, "/healthz/", forwarded).getheader("Location").startswith("http://")
+    assert _refusal_sources(state) == ["203.0.113.9", "127.0.0.1"]
+
+    state = str(tmp_path / "default")
+    with run_gateway(state) as gw:  # the default trusts no proxy, loopback included
+        port = int(gw.url.rsplit(":", 1)[1])
+        _get_from("127.0.0.1", port, unknown, forwarded)
+        assert _get_from("127.0.0.1", port, "/healthz/", forwarded).getheader("Location").startswith("http://")
+    assert _refusal_sources(state) == ["127.0.0.1"]
