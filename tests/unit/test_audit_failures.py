@@ -9,7 +9,6 @@ actions that take something away (revoke, delete) and refusals go ahead, their l
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -19,21 +18,8 @@ from cryptography import x509
 from frontdoor_pki.audit import AuditLog
 from frontdoor_pki.config import build_service, load_config
 from frontdoor_pki.errors import FrontdoorError
+from support.audit_faults import disk_full
 from support.crypto import make_csr, make_key
-
-pytestmark = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
-
-
-@contextlib.contextmanager
-def disk_full(path: str):
-    """Writes to ``path`` fail with ENOSPC until the block ends; then the next line makes a new file."""
-    if os.path.exists(path):
-        os.rename(path, path + ".before")
-    os.symlink("/dev/full", path)
-    try:
-        yield
-    finally:
-        os.remove(path)
 
 
 def lines(path: str) -> list:
