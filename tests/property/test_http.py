@@ -66,7 +66,8 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=12,
 )
-CREATE_KEYS = ["name", "commonName", "organization", "organizationalUnit", "ttl", "expiresAt", "certificateTtl"]
+CREATE_KEYS = ["name", "commonName", "organization", "organizationalUnit", "ttl", "expiresAt", "certificateTtl",
+               "subjectAltNames"]
 create_bodies = st.one_of(
     st.builds(lambda name, rest: {"name": name, **rest}, st.text(min_size=1, max_size=20),
               st.dictionaries(st.sampled_from(CREATE_KEYS), json_values, max_size=4)),
