@@ -1,7 +1,8 @@
 """`make demo`: the reference workflow against a real gateway on the embedded default.
 
-Starts `frontdoor-gateway serve` in a temporary state dir, creates a token with the
-reference curl command, makes a key and CSR (the key stays here), redeems the token,
+Starts `frontdoor-gateway serve --tls-self localhost 127.0.0.1` in a temporary state dir (HTTPS
+with a server certificate from the embedded local CA; every request verifies it against the CA file
+the gateway names, as `curl --cacert` does), creates a token with the reference curl command, makes a key and CSR (the key stays here), redeems the token,
 prints the certificate, shows that the token is single-use, and stops the gateway.
 """
 
@@ -37,20 +38,21 @@ def _step(text: str) -> None:
     print("\n%s== %s%s" % (BOLD, text, RESET))
 
 
-def _post(url: str, body: dict, headers: dict, shown_headers: list) -> tuple:
-    """POST with curl when it is installed (as the reference does), else with requests."""
+def _post(url: str, body: dict, headers: dict, shown_headers: list, ca_file: str) -> tuple:
+    """POST with curl when it is installed (as the reference does), else with requests; both verify the
+    gateway's certificate against ``ca_file``."""
     data = json.dumps(body, indent=1)
-    shown = " \\\n  ".join(["curl -X POST"] + ['-H "%s"' % h for h in shown_headers] + ["-d '%s'" % data.replace("\n", ""), '"%s"' % url])
+    shown = " \\\n  ".join(["curl --cacert $CA -X POST"] + ['-H "%s"' % h for h in shown_headers] + ["-d '%s'" % data.replace("\n", ""), '"%s"' % url])
     print(DIM + shown + RESET)
     if shutil.which("curl"):
-        args = ["curl", "-sS", "-X", "POST", "-w", "\n%{http_code}"]
+        args = ["curl", "-sS", "--cacert", ca_file, "-X", "POST", "-w", "\n%{http_code}"]
         for key, value in headers.items():
             args += ["-H", "%s: %s" % (key, value)]
         args += ["-d", data, url]
         out = subprocess.run(args, check=True, capture_output=True, text=True, timeout=30).stdout
         text, _, status = out.rpartition("\n")
         return int(status), json.loads(text)
-    response = requests.post(url, data=data, headers=headers, timeout=30)
+    response = requests.post(url, data=data, headers=headers, timeout=30, verify=ca_file)
     return response.status_code, response.json()
 
 
@@ -58,29 +60,39 @@ def main() -> int:
     state_dir = tempfile.mkdtemp(prefix="frontdoor-demo-")
     port = _port()
     admin = "fdk_demo_" + secrets.token_urlsafe(16)
-    base = "http://127.0.0.1:%d" % port
+    base = "https://127.0.0.1:%d" % port
+    ca_file = os.path.join(state_dir, "tls", "ca.pem")  # written by --tls-self before the gateway listens
     gateway_bin = os.path.join(os.path.dirname(sys.executable), "frontdoor-gateway")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FRONTDOOR_", "VAULT_", "BAO_", "STEP_"))}
     env["FRONTDOOR_ADMIN_TOKEN"] = admin
     log_path = os.path.join(state_dir, "gateway.log")
-    _step("Starting frontdoor-gateway on %s (embedded default: SQLite + local CA in %s)" % (base, state_dir))
+    _step("Starting frontdoor-gateway on %s (embedded default: SQLite + local CA in %s; HTTPS with a server "
+          "certificate from that CA)" % (base, state_dir))
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [gateway_bin, "serve", "--port", str(port), "--state-dir", state_dir], stdout=log, stderr=subprocess.STDOUT,
+            [gateway_bin, "serve", "--port", str(port), "--state-dir", state_dir, "--tls-self", "localhost", "127.0.0.1"],
+            stdout=log, stderr=subprocess.STDOUT,
             env=env, start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if requests.get(base + "/healthz", timeout=1).ok:
+                if requests.get(base + "/healthz", timeout=1, verify=ca_file).ok:
                     break
-            except requests.RequestException:
+            except (requests.RequestException, OSError):  # OSError: the CA file is not there yet
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
                 print(open(log_path).read(), file=sys.stderr)
                 return 1
             time.sleep(0.1)
+        with open(os.path.join(state_dir, "tls", "server.pem"), "rb") as handle:
+            server = x509.load_pem_x509_certificates(handle.read())[0]
+        names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        print("HTTPS: server certificate for %s, issued by %s, valid until %s"
+              % (", ".join(str(n.value) for n in names), server.issuer.rfc4514_string(),
+                 server.not_valid_after_utc.date()))
+        print("CA=%s   # every request below verifies the gateway against it (curl --cacert $CA)" % ca_file)
 
         _step("Step 1: an administrator creates a token with certificate metadata")
         status, created = _post(
@@ -88,7 +100,7 @@ def main() -> int:
             {"name": "api-service-cert", "commonName": "api.example.com", "organization": "Example Corp",
              "organizationalUnit": "API Services"},
             {"Authorization": "Bearer " + admin, "Content-Type": "application/json"},
-            ["Authorization: Bearer $TOKEN", "Content-Type: application/json"],
+            ["Authorization: Bearer $TOKEN", "Content-Type: application/json"], ca_file,
         )
         print("-> %d %s" % (status, json.dumps(created, indent=2)))
         if status != 201:
@@ -115,7 +127,7 @@ def main() -> int:
         status, cert = _post(
             base + "/frontdoor/default/client-certificates/token/" + token,
             {"type": "CSR", "value": csr_pem}, {"Content-Type": "application/json"},
-            ["Content-Type: application/json"],
+            ["Content-Type: application/json"], ca_file,
         )
         if status != 201:
             print("-> %d %s" % (status, json.dumps(cert, indent=2)))
@@ -147,7 +159,7 @@ def main() -> int:
             .public_bytes(serialization.Encoding.PEM).decode()
         )
         response = requests.post(base + "/frontdoor/default/client-certificates/token/" + token,
-                                 json={"type": "CSR", "value": other_csr}, timeout=30)
+                                 json={"type": "CSR", "value": other_csr}, timeout=30, verify=ca_file)
         print("-> %d %s" % (response.status_code, response.json()["error"]["code"]))
         ok = same_key and response.status_code == 409
         print("\n%sdemo %s%s (gateway log: %s)" % (BOLD, "passed" if ok else "FAILED", RESET, log_path))
