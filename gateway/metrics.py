@@ -6,6 +6,7 @@ Metrics (docs/operations.md, "Metrics", says what each one means):
 - ``frontdoor_redemption_duration_seconds{frontdoor,result}``: histogram, result issued / replayed / refused;
 - ``frontdoor_store_call_duration_seconds{backend,operation}`` and ``frontdoor_store_call_errors_total{...,error}``;
 - ``frontdoor_signer_call_duration_seconds{backend,operation}`` and ``frontdoor_signer_call_errors_total``;
+- ``frontdoor_renewals_total{frontdoor,outcome}``: renewals with the current certificate, outcome as above;
 - ``frontdoor_rate_limit_rejections_total{limit}``;
 - ``frontdoor_tokens{frontdoor,status}``: tokens by status, counted from the store at scrape time (cached).
 
@@ -70,6 +71,11 @@ SIGNER_SECONDS = Histogram(
 SIGNER_ERRORS = Counter(
     "frontdoor_signer_call_errors", "Signer calls that raised, by backend, operation and error.",
     ["backend", "operation", "error"],
+)
+RENEWALS = Counter(
+    "frontdoor_renewals",
+    "Renewals with the current certificate by frontdoor and outcome (issued, replayed, or the error code).",
+    ["frontdoor", "outcome"],
 )
 RATE_LIMIT_REJECTIONS = Counter(
     "frontdoor_rate_limit_rejections", "Requests answered 429 rate_limited, by the limit that was over.", ["limit"],
@@ -152,6 +158,7 @@ def instrument(service) -> Any:
 
 # ---------------------------------------------------------------------- redemptions
 _REDEEM_PATH = re.compile(r"^/frontdoor/([^/]+)/client-certificates/token/[^/]+$")
+_RENEW_PATH = re.compile(r"^/frontdoor/([^/]+)/client-certificates/renew$")
 
 
 class RedemptionMetrics:
@@ -170,6 +177,9 @@ class RedemptionMetrics:
         if scope["type"] != "http" or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         match = _REDEEM_PATH.match(scope["path"])
+        renewal = match is None and _RENEW_PATH.match(scope["path"])
+        if renewal:
+            match = renewal
         if match is None:
             return await self.app(scope, receive, send)
         start = time.perf_counter()
@@ -190,8 +200,11 @@ class RedemptionMetrics:
             frontdoor = match.group(1) if match.group(1) in self.frontdoors else UNKNOWN_FRONTDOOR
             outcome = _outcome(status, b"".join(error_body))
             result = outcome if outcome in ("issued", "replayed") else "refused"
-            REDEMPTIONS.labels(frontdoor, outcome).inc()
-            REDEMPTION_SECONDS.labels(frontdoor, result).observe(time.perf_counter() - start)
+            if renewal:  # renewals are counted apart, and not timed with redemptions
+                RENEWALS.labels(frontdoor, outcome).inc()
+            else:
+                REDEMPTIONS.labels(frontdoor, outcome).inc()
+                REDEMPTION_SECONDS.labels(frontdoor, result).observe(time.perf_counter() - start)
 
 
 def _outcome(status: int, body: bytes) -> str:

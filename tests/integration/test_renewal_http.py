@@ -60,6 +60,10 @@ def test_renew_over_http(gateway, tmp_path):
     # the admin API shows the link
     listed = gateway.request("GET", CERTS + "/" + first["id"]).json()
     assert listed["renewedBy"] == renewed["id"]
+    # counted in the metrics, apart from redemptions
+    metrics = gateway.request("GET", "/metrics").text
+    assert 'frontdoor_renewals_total{frontdoor="default",outcome="issued"}' in metrics
+    assert 'frontdoor_renewals_total{frontdoor="default",outcome="renewal_token_replayed"}' in metrics
 
 
 def test_refusals_over_http_are_json_4xx(gateway, tmp_path):
