@@ -51,6 +51,9 @@ def test_vault_certificate_carries_exactly_the_tokens_sans(bao, make_vault_servi
     cert = load_cert(result.certificate.certificate_pem)
     assert cert_sans(cert) == {kind: sorted(values) for kind, values in SANS.items()}
     assert result.certificate.subject_alt_names.to_dict() == SANS
+    # read back from the KV store (the optional subjectAltNames field of the token and certificate documents)
+    assert service.get_certificate("default", result.certificate.id).subject_alt_names.to_dict() == SANS
+    assert service.get_token("default", result.certificate.token_id).subject_alt_names.to_dict() == SANS
     signer = service.signers["default"]
     # signed with the SAN role; the role of tokens without SANs (same O) is another one
     with_sans = role_name("SAN Org", None, signer.role_max_ttl, False, sans=True)
