@@ -563,8 +563,12 @@ class FrontdoorService:
                 )
             self._refuse_if_claimed(record, now)
             subject = csrmod.decide_subject(record.subject, requested_subject)
-            candidate = self._claim(record, now)
-            if self.store.replace_token(candidate, record.version):
+            # A signer that keeps its own record of what it signs (Vault, step-ca) needs the token claimed first:
+            # a signature for a request that then loses the token would be an orphan there. The local CA keeps
+            # nothing, so the record's check-and-set alone decides: one write per redemption, and a lost race
+            # only wastes a signature nobody saw.
+            candidate = self._claim(record, now) if signer.claim_before_signing else record
+            if candidate is record or self.store.replace_token(candidate, record.version):
                 claimed = candidate
                 break
             record = self.store.get_token(settings.id, record.id)
@@ -645,11 +649,13 @@ class FrontdoorService:
                     "The token store failed while recording the certificate; the token was not used."
                 ) from None
         if not recorded:
-            # Our claim lapsed (the signer was slower than the lease) and another request took the token.
-            self._discard(signer, certificate, "claim lost")
+            # Another request changed the token first: it won a race we did not claim against (local CA), or our
+            # claim lapsed (the signer was slower than the lease).
+            self._discard(signer, certificate, "token changed before the record")
             raise FrontdoorError(
                 "redemption_in_progress",
-                "The token changed while it was being redeemed (the redemption outlived its lease); retry.",
+                "The token changed while it was being redeemed; retry (a retry with the same key returns the "
+                "certificate if this key's redemption won).",
                 retry_after=1,
             )
         return Redemption(certificate, replayed=False)
@@ -666,6 +672,8 @@ class FrontdoorService:
             return False
 
     def _release(self, claimed: TokenRecord) -> None:
+        if claimed.claim_id is None:  # not claimed (see claim_before_signing): nothing to give back
+            return
         released = dataclasses.replace(claimed, claim_id=None, claim_until=None, version=claimed.version + 1)
         try:
             self.store.replace_token(released, claimed.version)

@@ -22,6 +22,9 @@ from ..model import CertificateRecord, IssuedCertificate, SignRequest
 class Signer(abc.ABC):
     #: short name for audit lines and health output
     kind = "abstract"
+    #: Whether a redemption claims the token (a leased check-and-set) before signing. Signers that keep their
+    #: own record of what they sign (Vault PKI, step-ca) need it, so that a lost race leaves no orphan there.
+    claim_before_signing = True
 
     @abc.abstractmethod
     def sign(self, request: SignRequest) -> IssuedCertificate:

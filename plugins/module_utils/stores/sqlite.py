@@ -266,6 +266,14 @@ def _write_lock(real_path: str) -> threading.Lock:
         return _WRITE_LOCKS.setdefault((os.getpid(), real_path), threading.Lock())
 
 
+# SQLite checkpoints the WAL into the database from inside the commit that crosses this many pages (default
+# 1000, ~4 MiB): that commit then writes the pages back and fdatasyncs while its writer waits, and other writers
+# queue behind it. Measured with 2 workers and 8 clients: checkpoints in the request path cost about a third of
+# the embedded redemption rate at 1000 pages; at 10000 (WAL up to ~40 MiB between checkpoints) they are ten times
+# rarer, and a page written many times in between (index pages) is written back once.
+WAL_AUTOCHECKPOINT_PAGES = 10000
+
+
 class SQLiteStore(SQLiteAcmeState, TokenStore):
     """Tokens and certificates in one SQLite file; one connection per thread and process."""
 
@@ -302,6 +310,7 @@ class SQLiteStore(SQLiteAcmeState, TokenStore):
             with _unavailable_on_error(self.path):
                 conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
                 conn.execute("PRAGMA synchronous=%s" % self.synchronous)
+                conn.execute("PRAGMA wal_autocheckpoint=%d" % WAL_AUTOCHECKPOINT_PAGES)
             local.conn, local.pid = conn, os.getpid()
         return local.conn
 
