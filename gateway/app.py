@@ -366,6 +366,9 @@ def create_app(
             "maxTokenTtl": settings.max_token_ttl,
             "certificateTtl": settings.certificate_ttl,
             "signer": service.signers[settings.id].kind,
+            "renewalEnabled": settings.renewal_enabled,
+            "renewalWindow": settings.renewal_window,
+            "renewalGrace": settings.renewal_grace,
         }
 
     base = "/frontdoor/{frontdoorId}/certificate-request-tokens"

@@ -115,6 +115,10 @@ class Frontdoor(BaseModel):
     maxTokenTtl: int = Field(description="Seconds.")
     certificateTtl: int = Field(description="Seconds.")
     signer: str = Field(description="local, vault or step-ca")
+    renewalEnabled: bool = Field(True, description="Renewal with the current certificate (POST .../renew).")
+    renewalWindow: Optional[int] = Field(None, description="Seconds before notAfter from which a certificate may "
+                                         "renew; null: any time while valid.")
+    renewalGrace: int = Field(0, description="Seconds after notAfter during which a certificate may still renew.")
 
 
 class Health(BaseModel):

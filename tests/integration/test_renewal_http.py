@@ -125,3 +125,10 @@ def test_cli_reports_an_unreachable_gateway(tmp_path, gateway):
     cert_path, key_path, _first = enrol(gateway, tmp_path, name="host10")
     done = run_cli("--url", "http://127.0.0.1:9", "--cert", str(cert_path), "--key", str(key_path), "--timeout", "3")
     assert done.returncode == 1 and "gateway_unavailable" in done.stderr
+
+
+def test_frontdoor_settings_show_renewal(gateway):
+    settings = gateway.request("GET", "/frontdoor/default").json()
+    assert (settings["renewalEnabled"], settings["renewalWindow"], settings["renewalGrace"]) == (True, None, 0)
+    paths = gateway.request("GET", "/openapi.json").json()["paths"]
+    assert set(paths["/frontdoor/{frontdoorId}/client-certificates/renew"]["post"]["responses"]) >= {"200", "201", "400", "401", "403", "409", "500"}
