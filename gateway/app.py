@@ -185,6 +185,10 @@ def _validation_message(exc: RequestValidationError) -> str:
     return redact("Invalid request: " + "; ".join(parts) + ".")
 
 
+# What frontdoor_pki.tokens.parse_duration reads (seconds, or numbers with units), for the document and validation
+_DURATION_PATTERN = r"^ *([0-9]+w *)?([0-9]+d *)?([0-9]+h *)?([0-9]+m *)?([0-9]+s?)? *$"
+
+
 def _list_pattern(words, empty: bool = True) -> str:
     """A query parameter's pattern: comma-separated words (the document tells clients and fuzzers what parses)."""
     word = "(%s)" % "|".join(words)
@@ -196,13 +200,19 @@ def _sort_pattern(fields) -> str:
 
 
 def _allowed_methods(request: Request) -> str:
-    """The Allow header of a 405: the methods of every route on this path. Starlette's own names only the first
-    route it met, but GET, POST and DELETE of one path are separate routes here."""
-    methods = set()
+    """The Allow header of a 405: the methods of every route of this path. Starlette's own names only the first
+    route it met, but GET, POST and DELETE of one path are separate routes here. Where templates overlap
+    (``.../client-certificates/renew`` also fits ``.../client-certificates/{certificateId}``) the most literal
+    template is the resource, as documented."""
+    by_template: Dict[str, set] = {}
     for route in request.app.router.routes:
-        if route.matches(request.scope)[0] != Match.NONE:
-            methods.update(getattr(route, "methods", None) or ())
-    return ", ".join(sorted(methods))
+        methods = getattr(route, "methods", None)
+        if methods and route.matches(request.scope)[0] != Match.NONE:
+            by_template.setdefault(getattr(route, "path", ""), set()).update(methods)
+    if not by_template:
+        return ""
+    literal = min(by_template, key=lambda template: template.count("{"))
+    return ", ".join(sorted(by_template[literal]))
 
 
 def _too_large(limit: int) -> JSONResponse:
@@ -412,7 +422,8 @@ def create_app(
             description="expired and/or redeemed, comma-separated. Active tokens are deleted one by one.",
         ),
         olderThan: Optional[str] = Query(
-            None, max_length=DURATION_TEXT_MAX, description="only tokens expired/redeemed longer ago than this (7d)"
+            None, max_length=DURATION_TEXT_MAX, pattern=_DURATION_PATTERN,
+            description="only tokens expired/redeemed longer ago than this: seconds or 90s, 15m, 24h, 7d, 2w, 1h30m",
         ),
         dryRun: bool = Query(False),
         authorization: Optional[str] = AUTHORIZATION,
