@@ -1,0 +1,301 @@
+"""The role frontdoor.pki.gateway, deployed by a real ansible-playbook into a scratch "host root".
+
+systemd does not run here, so the test does what systemd would: it reads the rendered unit, starts the gateway
+with the unit's own ExecStart (and Environment/EnvironmentFile), and runs the reference workflow over HTTPS
+against it with curl, trusting only the CA the gateway's --tls-self wrote. Then it stops the process by its PID
+and checks that a second run changes nothing and that check mode fails on nothing.
+
+The virtual environment is installed the way an offline host would: from a wheelhouse archive (pip download of
+the runtime lock, served from pip's cache) and a wheel of this checkout, through the role's own options.
+"""
+
+from __future__ import annotations
+
+import grp
+import hashlib
+import json
+import os
+import pwd
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from typing import Dict, List, Tuple
+
+import pytest
+import requests
+import yaml
+from ansible_helpers import BIN, ROOT, ansible_env
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from support.gateway import free_port
+
+pytestmark = [pytest.mark.ansible, pytest.mark.slow]
+
+PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+API_TOKEN = "fdk_role_test_" + "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6"
+#: `systemd-analyze security --offline` exposure (0 = fully confined, 10 = unconfined); 1.7 when written
+MAX_EXPOSURE = 2.5
+
+
+def _run(cmd: List[str], **kwargs) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False, **kwargs)
+    assert proc.returncode == 0, "%s failed (%d):\n%s\n%s" % (cmd, proc.returncode, proc.stdout[-4000:],
+                                                               proc.stderr[-4000:])
+    return proc
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory) -> Dict[str, str]:
+    """A wheel of this checkout and a wheelhouse archive of the runtime lock, as an operator would make them."""
+    base = tmp_path_factory.mktemp("role-artifacts")
+    src = base / "src"
+    # built from a copy: setuptools leaves build/ and *.egg-info next to the sources it builds
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(ROOT, name), src / name)
+    for tree in ("gateway", os.path.join("plugins", "module_utils")):
+        shutil.copytree(os.path.join(ROOT, tree), src / tree, ignore=shutil.ignore_patterns("__pycache__"))
+    _run(PIP + ["wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(base / "dist"), str(src)])
+    (wheel,) = os.listdir(base / "dist")
+    _run(PIP + ["download", "--quiet", "-r", os.path.join(ROOT, "requirements.txt"), "-d", str(base / "wheels")])
+    archive = base / "wheelhouse.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in sorted(os.listdir(base / "wheels")):
+            tar.add(base / "wheels" / name, arcname=name)
+    return {"wheel": str(base / "dist" / wheel), "wheelhouse": str(archive)}
+
+
+class Deployment:
+    """One scratch host root and the playbook that applies the role to it."""
+
+    def __init__(self, collections_dir: str, workdir: str, artifacts: Dict[str, str]):
+        self.workdir = workdir
+        self.root = os.path.join(workdir, "host")
+        self.collections_dir = collections_dir
+        user = pwd.getpwuid(os.getuid()).pw_name
+        group = grp.getgrgid(os.getgid()).gr_name
+        self.vars = {
+            "frontdoor_gateway_root": self.root,
+            # no systemd and (maybe) no root here: the current user stands in for the service user
+            "frontdoor_gateway_manage_user": False,
+            "frontdoor_gateway_manage_service": False,
+            "frontdoor_gateway_user": user,
+            "frontdoor_gateway_group": group,
+            "frontdoor_gateway_owner": user,
+            "frontdoor_gateway_python": os.path.realpath(sys.executable),
+            "frontdoor_gateway_package_file": artifacts["wheel"],
+            "frontdoor_gateway_wheelhouse_archive": artifacts["wheelhouse"],
+            "frontdoor_gateway_listen_host": "127.0.0.1",
+            "frontdoor_gateway_port": free_port(),
+            "frontdoor_gateway_tls": "self",
+            "frontdoor_gateway_tls_self_hosts": ["localhost"],
+            "frontdoor_gateway_api_tokens": [
+                {"name": "deployer", "token": API_TOKEN, "permissions": {"*": ["*"]}},
+                {"name": "reader", "sha256": "ab" * 32, "permissions": {"default": ["tokens:read"]}},
+            ],
+            "frontdoor_gateway_environment": {"FRONTDOOR_RATE_LIMITS": "off"},
+            "frontdoor_gateway_config": {
+                "frontdoors": [{"id": "default", "defaultTokenTtl": "1h", "certificateTtl": "30d"}],
+            },
+        }
+        self.playbook = os.path.join(workdir, "deploy.yml")
+        with open(self.playbook, "w", encoding="utf-8") as handle:
+            yaml.safe_dump([{"name": "deploy the gateway", "hosts": "localhost", "gather_facts": False,
+                             "roles": [{"role": "frontdoor.pki.gateway"}]}], handle)
+        self.vars_file = os.path.join(workdir, "vars.yml")
+        with open(self.vars_file, "w", encoding="utf-8") as handle:
+            yaml.safe_dump(self.vars, handle)
+
+    def path(self, absolute: str) -> str:
+        return self.root + absolute
+
+    def apply(self, *extra: str) -> Tuple[Dict[str, int], str]:
+        """Run the role; the PLAY RECAP counts and the output. Fails on a failed task or any warning."""
+        cmd = [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", "-e", "@" + self.vars_file,
+               self.playbook, *extra]
+        proc = subprocess.run(cmd, cwd=self.workdir, env=ansible_env(self.collections_dir, self.workdir),
+                              capture_output=True, text=True, timeout=900, check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, "ansible-playbook %s failed (%d):\n%s" % (extra, proc.returncode, out[-8000:])
+        warnings = [line for line in out.splitlines() if line.startswith(("[WARNING]", "[DEPRECATION WARNING]"))]
+        assert not warnings, "ansible-playbook warned:\n%s" % "\n".join(warnings)
+        recap = re.search(r"^localhost\s*:(.*)$", proc.stdout, re.MULTILINE)
+        assert recap, proc.stdout[-3000:]
+        counts = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", recap.group(1))}
+        return counts, proc.stdout
+
+
+def unit_directives(path: str) -> Dict[str, List[str]]:
+    """[Service] directives of a unit file, each name to its values in order (systemd allows repeats)."""
+    found: Dict[str, List[str]] = {}
+    section = None
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            line = line.strip()
+            if not line or line.startswith(("#", ";")):
+                continue
+            if line.startswith("["):
+                section = line
+                continue
+            if section == "[Service]":
+                name, _, value = line.partition("=")
+                found.setdefault(name, []).append(value)
+    return found
+
+
+def systemd_words(command_line: str) -> List[str]:
+    """ExecStart as systemd splits it: quotes and backslashes like a shell, then '%%' -> '%' and '$$' -> '$'."""
+    words = shlex.split(command_line)
+    assert not any(re.search(r"(?<!%)%[a-zA-Z]", w) for w in words), "unexpected systemd specifier in %r" % words
+    return [w.replace("%%", "%").replace("$$", "$") for w in words]
+
+
+def environment_file(path: str) -> Dict[str, str]:
+    env = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                name, _, value = line.partition("=")
+                env[name] = shlex.split(value)[0] if value else ""
+    return env
+
+
+def test_role_deploys_a_gateway_that_serves_the_reference_workflow_over_https(collections_dir, tmp_path, artifacts):
+    deploy = Deployment(collections_dir, str(tmp_path), artifacts)
+
+    # check mode on a fresh host: no failure, changes reported, nothing written
+    counts, _out = deploy.apply("--check")
+    assert counts["failed"] == 0 and counts["changed"] >= 5, counts
+    assert not os.path.exists(deploy.root), os.listdir(deploy.root)
+
+    started = time.monotonic()
+    counts, _out = deploy.apply()
+    first_run = time.monotonic() - started
+    assert counts["failed"] == 0 and counts["changed"] >= 8, counts
+
+    state = deploy.path("/var/lib/frontdoor-gateway")
+    config_file = deploy.path("/etc/frontdoor-gateway/config.yaml")
+    unit_file = deploy.path("/etc/systemd/system/frontdoor-gateway.service")
+    assert oct(os.stat(state).st_mode & 0o777) == "0o700"
+    assert oct(os.stat(config_file).st_mode & 0o777) == "0o640"
+    assert oct(os.stat(deploy.path("/etc/frontdoor-gateway/environment")).st_mode & 0o777) == "0o640"
+    with open(config_file, encoding="utf-8") as handle:
+        text = handle.read()
+    config = yaml.safe_load(text)
+    assert API_TOKEN not in text
+    assert config["apiTokens"][0] == {"name": "deployer", "sha256": hashlib.sha256(API_TOKEN.encode()).hexdigest(),
+                                      "permissions": {"*": ["*"]}}
+    assert config["apiTokens"][1]["sha256"] == "ab" * 32
+    assert config["frontdoors"] == [{"id": "default", "defaultTokenTtl": "1h", "certificateTtl": "30d"}]
+
+    # the hardened unit, as written
+    unit = unit_directives(unit_file)
+    for name, value in (("ProtectSystem", "strict"), ("NoNewPrivileges", "yes"), ("PrivateTmp", "yes"),
+                        ("ProtectHome", "yes"), ("CapabilityBoundingSet", ""), ("AmbientCapabilities", ""),
+                        ("UMask", "0077"), ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
+                        ("User", deploy.vars["frontdoor_gateway_user"])):
+        assert unit.get(name) == [value], (name, unit.get(name))
+    assert unit["ReadWritePaths"] == [state]  # the state dir, and nothing else, is writable
+    assert "@system-service" in unit["SystemCallFilter"]
+    if shutil.which("systemd-analyze"):  # systemd's own rating of the confinement, where its tools are installed
+        proc = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager", unit_file],
+                              capture_output=True, text=True, timeout=60, check=False)
+        exposure = re.search(r"Overall exposure level for \S+: ([0-9.]+)", proc.stdout)
+        assert exposure and float(exposure.group(1)) <= MAX_EXPOSURE, proc.stdout[-3000:] + proc.stderr
+
+    # start it the way systemd would: the unit's own ExecStart, Environment= and EnvironmentFile=
+    (exec_start,) = unit["ExecStart"]
+    argv = systemd_words(exec_start)
+    assert argv[0] == deploy.path("/opt/frontdoor-gateway/venv/bin/frontdoor-gateway") and argv[1] == "serve"
+    assert "--tls-self" in argv
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FRONTDOOR_", "VAULT_", "BAO_", "STEP_"))}
+    for path in unit["EnvironmentFile"]:
+        env.update(environment_file(path.lstrip("-")))
+    for assignment in unit.get("Environment", []):
+        for word in shlex.split(assignment):
+            name, _, value = word.partition("=")
+            env[name] = value
+    log_path = str(tmp_path / "gateway.log")
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd="/",
+                                   start_new_session=True)
+    try:
+        ca_file = os.path.join(state, "tls", "ca.pem")
+        url = "https://localhost:%d" % deploy.vars["frontdoor_gateway_port"]
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, "gateway exited %s:\n%s" % (process.returncode, open(log_path).read())
+            try:
+                if requests.get(url + "/healthz", verify=ca_file, timeout=2).status_code == 200:
+                    break
+            except (requests.RequestException, OSError):
+                pass
+            assert time.monotonic() < deadline, "gateway not healthy:\n%s" % open(log_path).read()
+            time.sleep(0.2)
+        _reference_workflow(url, ca_file, tmp_path)
+        # the role's hash of an unknown token admits nothing; plain HTTP is not served
+        assert requests.get(url + "/frontdoor/default/certificate-request-tokens", verify=ca_file, timeout=10,
+                            headers={"Authorization": "Bearer fdk_wrong"}).status_code == 401
+        with pytest.raises(requests.RequestException):
+            requests.get(url.replace("https:", "http:") + "/healthz", timeout=5)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+    # a clean shutdown; uvicorn re-raises the SIGTERM it handled, which systemd counts as success as well
+    assert process.returncode in (0, -signal.SIGTERM), open(log_path).read()[-3000:]
+    assert "Finished server process" in open(log_path).read()
+    assert API_TOKEN not in open(log_path).read()
+
+    # idempotent: a second run changes nothing; check mode on the deployed host fails on nothing
+    started = time.monotonic()
+    counts, out = deploy.apply()
+    second_run = time.monotonic() - started
+    assert counts["changed"] == 0 and counts["failed"] == 0, out[-4000:]
+    counts, out = deploy.apply("--check")
+    assert counts["failed"] == 0, out[-4000:]
+    print("role: first run %.1f s, second run %.1f s" % (first_run, second_run))
+
+
+def _reference_workflow(url: str, ca_file: str, tmp_path) -> None:
+    """The reference curl commands over HTTPS: create a token with the role's API token, redeem it with a CSR."""
+    curl = ["curl", "--silent", "--show-error", "--fail-with-body", "--cacert", ca_file]
+    created = json.loads(_run(curl + [
+        "-X", "POST", "-H", "Authorization: Bearer " + API_TOKEN, "-H", "Content-Type: application/json",
+        "-d", json.dumps({"name": "api-service-cert", "commonName": "api.example.com", "organization": "Example Corp",
+                          "organizationalUnit": "API Services"}),
+        url + "/frontdoor/default/certificate-request-tokens"]).stdout)
+    assert created["status"] == "active" and created["token"].startswith("crt_")
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "me")]))
+           .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode())
+    body = tmp_path / "redeem.json"
+    body.write_text(json.dumps({"type": "CSR", "value": csr}))
+    issued = json.loads(_run(curl + [
+        "-X", "POST", "-H", "Content-Type: application/json", "-d", "@" + str(body),
+        url + "/frontdoor/default/client-certificates/token/" + created["token"]]).stdout)
+    cert = x509.load_pem_x509_certificate(issued["certificate"].encode())
+    assert cert.subject.rfc4514_string() == "CN=api.example.com,OU=API Services,O=Example Corp"
+    assert cert.public_key().public_numbers() == key.public_key().public_numbers()
+    issuer = x509.load_pem_x509_certificate(issued["caChain"][0].encode())
+    cert.verify_directly_issued_by(issuer)
+
+    again = subprocess.run(curl + ["-X", "POST", "-H", "Content-Type: application/json", "-d", "@" + str(body),
+                                   "-o", "/dev/null", "-w", "%{http_code}",
+                                   url + "/frontdoor/default/client-certificates/token/" + created["token"]],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert again.stdout == "200"  # the same key again: the same certificate, replayed
