@@ -22,6 +22,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import secrets as _secrets
 import shutil
 import statistics
 import sys
@@ -31,6 +32,7 @@ from typing import Dict, List, Optional
 
 from . import inprocess, report
 from .csrs import make_csrs
+from .floor import start_floor
 from .gateway import Gateway, process_cpu_seconds, start_gateway
 from .loadgen import LoadResult, build_request, percentile, run_load
 from .openbao import OpenBao, setup_pki, start_openbao, token_for
@@ -55,7 +57,7 @@ class Profile:
         self.latency_batch = 25 if quick else 50  # redemptions per batch and label
         # requests made per row and second of measurement: above what this machine class does (2 cores)
         self.max_rate = {"raw1": 2000, "raw8": 4000, "emb1": 1500, "emb8": 4500, "bao1": 400, "bao8": 1000,
-                         "hyb1": 800, "hyb8": 2000}
+                         "hyb1": 800, "hyb8": 2000, "flr8": 4000}
 
 
 def machine_info() -> Dict[str, object]:
@@ -293,6 +295,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         need = {k: int(v * secs) for k, v in profile.max_rate.items()}
         if not vault:
             need.update(raw1=0, raw8=0, bao1=0, bao8=0, hyb1=0, hyb8=0)
+        floor_n = need.pop("flr8")  # the floor reuses CSRs, as raw signing does
         lat_n = profile.latency_batches * profile.latency_batch  # redemptions per latency label
         n_csrs = sum(v for k, v in need.items() if not k.startswith("raw")) + 4 * lat_n + 20_000
         print("bench: generating %d CSRs (P-256, each its own key)..." % n_csrs, flush=True)
@@ -350,6 +353,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         emb = start_gateway(os.path.join(work, "embedded"), workers=args.workers, extra_args=extra)
         prepare("emb", emb, None, inprocess.create_tokens)
 
+        print("bench: library floor (FastAPI + uvicorn + cryptography, no rules; %d workers)..." % args.workers,
+              flush=True)
+        floor = start_floor(args.workers, os.path.join(work, "floor.log"))
+        gateways.append(floor)
+        floor_host = floor.url.split("//", 1)[1]
+        # the floor keeps nothing per request: CSRs may repeat, as for raw signing
+        pools["flr8"] = Pool([build_request("POST", floor_host, "/frontdoor/default/client-certificates/token/%s"
+                                            % _secrets.token_urlsafe(32), {"type": "CSR", "value": c})
+                              for c in cycle(csrs, floor_n)])
+
         vgw = None
         if vault:
             print("bench: OpenBao-backed gateway (%d workers)..." % args.workers, flush=True)
@@ -376,7 +389,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                lambda s, b: None if b'"token"' in b else "no token", groups)])
 
         # ---- 1-2. throughput rounds -------------------------------------------------------------------
-        order = ["raw1", "raw8", "emb1", "emb8", "bao1", "bao8", "hyb1", "hyb8"] if vault else ["emb1", "emb8"]
+        order = (["raw1", "raw8", "emb1", "emb8", "flr8", "bao1", "bao8", "hyb1", "hyb8"] if vault
+                 else ["emb1", "emb8", "flr8"])
         per_round: Dict[str, List[Dict[str, object]]] = {k: [] for k in order}
         for rnd in range(profile.rounds):
             print("bench: throughput round %d/%d" % (rnd + 1, profile.rounds), flush=True)
@@ -386,6 +400,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     url, check, groups = bao.url, _check_raw, {"openbao": lambda: [bao.process.pid]}
                 elif key.startswith("emb"):
                     url, check, groups = emb.url, _check_gateway, {"gateway": emb.pids}
+                elif key.startswith("flr"):
+                    url, check, groups = floor.url, _check_gateway, {"floor": floor.pids}
                 else:
                     gw = vgw if key.startswith("bao") else hgw
                     url, check = gw.url, _check_gateway
