@@ -75,10 +75,11 @@ except ImportError:  # pragma: no cover
 from . import csr as csrmod
 from .errors import FrontdoorError, SignerUnavailable, StoreUnavailable
 from .model import CertificateRecord, SignRequest, isoformat
+from .service import NOT_BEFORE_BACKDATE, Redemption  # service.py imports renewal only inside renew(): no cycle
 from .tokens import new_certificate_id
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .service import FrontdoorService, FrontdoorSettings, Redemption
+    from .service import FrontdoorService, FrontdoorSettings
 
 #: algorithms a renewal JWT may use: asymmetric only (the key is the certificate's); never "none" or HS*
 ALLOWED_ALGS = ("ES256", "ES384", "RS256", "PS256", "EdDSA")
@@ -285,7 +286,7 @@ class Renewer:
     # -- checks ----------------------------------------------------------------------------
     def _settings(self, frontdoor_id: str) -> FrontdoorSettings:
         settings = self.service.frontdoor(frontdoor_id)
-        if not getattr(settings, "renewal_enabled", True):
+        if not settings.renewal_enabled:
             raise FrontdoorError(
                 "renewal_disabled",
                 "Renewal with the current certificate is disabled on frontdoor %r (renewalEnabled: false); "
@@ -298,7 +299,7 @@ class Renewer:
         expiry and window checks."""
         leaf = token.leaf
         not_after = leaf.not_valid_after_utc
-        grace = _dt.timedelta(seconds=getattr(settings, "renewal_grace", 0) or 0)
+        grace = _dt.timedelta(seconds=settings.renewal_grace or 0)
         if not_after + grace <= now:
             raise FrontdoorError(
                 "certificate_expired",
@@ -336,7 +337,7 @@ class Renewer:
                 "The certificate %s was revoked at %s and cannot be renewed." % (record.id, isoformat(record.revoked_at)),
                 details={"revokedAt": isoformat(record.revoked_at)},
             )
-        window = getattr(settings, "renewal_window", None)
+        window = settings.renewal_window
         if window is not None and record.renewed_by is None:
             opens = not_after - _dt.timedelta(seconds=window)
             if now < opens:
@@ -352,8 +353,6 @@ class Renewer:
     def renew(
         self, frontdoor_id: str, authorization: Optional[str], csr_pem, csr_type="CSR", *, source: Optional[str] = None
     ) -> Redemption:
-        from .service import Redemption
-
         service = self.service
         previous_id = None
         try:
@@ -401,8 +400,6 @@ class Renewer:
 
         signer = service.signers[settings.id]
         lifetime = (current.not_after - current.not_before).total_seconds()
-        from .service import NOT_BEFORE_BACKDATE
-
         ttl = max(60, min(settings.certificate_ttl, int(lifetime - NOT_BEFORE_BACKDATE.total_seconds())))
         not_before = now - NOT_BEFORE_BACKDATE
         not_after = now + _dt.timedelta(seconds=ttl)
@@ -413,11 +410,8 @@ class Renewer:
             request = SignRequest(
                 frontdoor_id=settings.id, csr_pem=None, csr=csr, subject=current.subject, not_before=not_before,
                 not_after=not_after, token_id=current.token_id, name=current.name, public_key=public_key,
-                public_key_der=spki,
+                public_key_der=spki, subject_alt_names=current.subject_alt_names,  # the current SANs, exactly
             )
-            sans = getattr(current, "subject_alt_names", None)
-            if sans is not None and hasattr(request, "subject_alt_names"):
-                request.subject_alt_names = sans  # the current certificate's SANs, exactly
             issued = signer.sign(request)
             cert = service._check_issued(issued, request)
         except Exception as exc:  # noqa: BLE001 - whatever the signer did, the certificate stays renewable
@@ -430,16 +424,13 @@ class Renewer:
             ) from None
 
         done_at = service.clock()
-        fields = dict(
+        renewed = CertificateRecord(
             id=new_certificate_id(), frontdoor_id=settings.id, token_id=current.token_id, name=current.name,
             serial_number=issued.serial_number, certificate_pem=issued.certificate_pem,
             ca_chain=list(issued.ca_chain), subject=current.subject, not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc, created_at=done_at, public_key_sha256=key_hash,
-            previous_certificate_id=current.id,
+            subject_alt_names=current.subject_alt_names, previous_certificate_id=current.id,
         )
-        if sans is not None and "subject_alt_names" in CertificateRecord.__dataclass_fields__:
-            fields["subject_alt_names"] = sans
-        renewed = CertificateRecord(**fields)
         try:
             recorded = store.record_renewal(settings.id, current.id, claim_id, renewed)
         except Exception as exc:  # noqa: BLE001
