@@ -82,26 +82,26 @@ class Deployment:
         user = pwd.getpwuid(os.getuid()).pw_name
         group = grp.getgrgid(os.getgid()).gr_name
         self.vars = {
-            "frontdoor_gateway_root": self.root,
+            "gateway_root": self.root,
             # no systemd and (maybe) no root here: the current user stands in for the service user
-            "frontdoor_gateway_manage_user": False,
-            "frontdoor_gateway_manage_service": False,
-            "frontdoor_gateway_user": user,
-            "frontdoor_gateway_group": group,
-            "frontdoor_gateway_owner": user,
-            "frontdoor_gateway_python": os.path.realpath(sys.executable),
-            "frontdoor_gateway_package_file": artifacts["wheel"],
-            "frontdoor_gateway_wheelhouse_archive": artifacts["wheelhouse"],
-            "frontdoor_gateway_listen_host": "127.0.0.1",
-            "frontdoor_gateway_port": free_port(),
-            "frontdoor_gateway_tls": "self",
-            "frontdoor_gateway_tls_self_hosts": ["localhost"],
-            "frontdoor_gateway_api_tokens": [
+            "gateway_manage_user": False,
+            "gateway_manage_service": False,
+            "gateway_user": user,
+            "gateway_group": group,
+            "gateway_owner": user,
+            "gateway_python": os.path.realpath(sys.executable),
+            "gateway_package_file": artifacts["wheel"],
+            "gateway_wheelhouse_archive": artifacts["wheelhouse"],
+            "gateway_listen_host": "127.0.0.1",
+            "gateway_port": free_port(),
+            "gateway_tls": "self",
+            "gateway_tls_self_hosts": ["localhost"],
+            "gateway_api_tokens": [
                 {"name": "deployer", "token": API_TOKEN, "permissions": {"*": ["*"]}},
                 {"name": "reader", "sha256": "ab" * 32, "permissions": {"default": ["tokens:read"]}},
             ],
-            "frontdoor_gateway_environment": {"FRONTDOOR_RATE_LIMITS": "off"},
-            "frontdoor_gateway_config": {
+            "gateway_environment": {"FRONTDOOR_RATE_LIMITS": "off"},
+            "gateway_config": {
                 "frontdoors": [{"id": "default", "defaultTokenTtl": "1h", "certificateTtl": "30d"}],
             },
         }
@@ -201,7 +201,7 @@ def test_role_deploys_a_gateway_that_serves_the_reference_workflow_over_https(co
     for name, value in (("ProtectSystem", "strict"), ("NoNewPrivileges", "yes"), ("PrivateTmp", "yes"),
                         ("ProtectHome", "yes"), ("CapabilityBoundingSet", ""), ("AmbientCapabilities", ""),
                         ("UMask", "0077"), ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
-                        ("User", deploy.vars["frontdoor_gateway_user"])):
+                        ("User", deploy.vars["gateway_user"])):
         assert unit.get(name) == [value], (name, unit.get(name))
     assert unit["ReadWritePaths"] == [state]  # the state dir, and nothing else, is writable
     assert "@system-service" in unit["SystemCallFilter"]
@@ -229,7 +229,7 @@ def test_role_deploys_a_gateway_that_serves_the_reference_workflow_over_https(co
                                    start_new_session=True)
     try:
         ca_file = os.path.join(state, "tls", "ca.pem")
-        url = "https://localhost:%d" % deploy.vars["frontdoor_gateway_port"]
+        url = "https://localhost:%d" % deploy.vars["gateway_port"]
         deadline = time.monotonic() + 60
         while True:
             assert process.poll() is None, "gateway exited %s:\n%s" % (process.returncode, open(log_path).read())
