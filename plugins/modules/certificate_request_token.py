@@ -180,7 +180,7 @@ token:
         - ACME External Account Binding credentials of the token, for any ACME client (certbot C(--eab-kid) and
           C(--eab-hmac-key), lego, acme.sh, cert-manager, community.crypto) against the gateway's
           C(/acme/<frontdoor>/directory). Only returned with the secret, when the token was created by this run.
-        - As secret as RV(token.token); register the result with C(no_log: true). Never stored: derived again
+        - As secret as RV(token.token); register the result with C(no_log=true). Never stored; derived again
           from the token and a server key, and a refresh of the token changes them.
       type: dict
       returned: when changed and not in check mode

@@ -22,14 +22,14 @@ description:
     open come from the CSR (O(common_name), O(organization), O(organizational_unit)).
   - If a response was lost, running the module again with the same key returns the same certificate
     (RV(replayed=true)).
-  - The CSR comes from O(csr_path) or O(csr_content) instead, when given (then renewal is impossible: the module
+  - The CSR comes from O(csr_path) or O(csr_content) instead, when given (then renewal is impossible; the module
     does not hold the key).
   - O(state=revoked) revokes the certificate at O(path) and keeps the files; O(state=absent) removes them, and
     with O(revoke=true) revokes the certificate first. Revoking needs the admin credentials (O(api_token) or the
     engine itself).
   - Failures return an RV(ignore:error_code) with the gateway's error code, for example V(token_not_found)
     (mistyped or deleted), V(token_expired), V(token_already_used), V(tcp_shares_disabled), V(invalid_csr),
-    V(certificate_revoked), V(gateway_unavailable), V(unauthorized) or V(forbidden). Messages are never censored:
+    V(certificate_revoked), V(gateway_unavailable), V(unauthorized) or V(forbidden). Messages are never censored;
     only the secret options are C(no_log).
 author:
   - frontdoor.pki contributors (@frontdoor-pki)
