@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import threading
-from typing import Any, Dict, List, Optional, Union
+from typing import Annotated, Any, Dict, List, Optional, Union
 
 from fastapi import Body, Depends, FastAPI, Header, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
@@ -25,9 +25,16 @@ from frontdoor_pki.errors import ERROR_STATUS, FrontdoorError
 from frontdoor_pki.model import STATUSES
 from frontdoor_pki.service import FrontdoorService
 from frontdoor_pki.stores.base import CERTIFICATE_SORT_FIELDS, TOKEN_SORT_FIELDS
-from frontdoor_pki.tokens import DURATION_TEXT_MAX, redact
+from frontdoor_pki.tokens import (
+    DURATION_MAX,
+    DURATION_TEXT_MAX,
+    NAME_MAX,
+    SUBJECT_FIELD_MAX,
+    TIMESTAMP_TEXT_MAX,
+    redact,
+)
 from frontdoor_pki.views import certificate_view, page_view, token_view
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, WithJsonSchema
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
@@ -73,7 +80,20 @@ _CRL = {"description": "The CRL: DER (format=der) or PEM (format=pem).", "conten
     "application/x-pem-file": {"schema": {"type": "string"}},
 }}
 
-Duration = Union[StrictInt, StrictStr]
+# What frontdoor_pki.tokens.parse_duration reads (seconds, or numbers with units), for the document and validation
+_DURATION_PATTERN = r"^ *([0-9]+w *)?([0-9]+d *)?([0-9]+h *)?([0-9]+m *)?([0-9]+s?)? *$"
+# The request fields as the document shows them: what JSON Schema can state of the engine's rules
+# (frontdoor_pki.tokens). The engine still checks every rule, also those no schema can state: printable text
+# (str.isprintable), a time in the future, a lifetime within the frontdoor's maximum.
+Duration = Annotated[Union[StrictInt, StrictStr], WithJsonSchema({"anyOf": [
+    {"type": "integer", "minimum": 1, "maximum": DURATION_MAX},
+    {"type": "string", "minLength": 1, "maxLength": DURATION_TEXT_MAX, "pattern": _DURATION_PATTERN},
+]})]
+Name = Annotated[StrictStr, WithJsonSchema({"type": "string", "minLength": 1, "maxLength": NAME_MAX})]
+SubjectText = Annotated[StrictStr, WithJsonSchema({"type": "string", "maxLength": SUBJECT_FIELD_MAX})]
+Timestamp = Annotated[StrictStr, WithJsonSchema(
+    {"type": "string", "format": "date-time", "maxLength": TIMESTAMP_TEXT_MAX}
+)]
 
 
 _BEARER = HTTPBearer(
@@ -116,11 +136,11 @@ def _sans(body: Optional[SubjectAltNamesBody]) -> Optional[Dict[str, Any]]:
 
 
 class TokenCreate(_Strict):
-    name: StrictStr = Field(description="Required. Becomes the name of the client certificate. 1-128 printable characters.")
-    commonName: Optional[StrictStr] = Field(None, description="Locked into the certificate when set; else from the CSR.")
-    organization: Optional[StrictStr] = Field(None, description="Locked into the certificate when set; else from the CSR.")
-    organizationalUnit: Optional[StrictStr] = Field(None, description="Locked when set; else from the CSR.")
-    expiresAt: Optional[StrictStr] = Field(None, description="RFC 3339 time in the future. Or use ttl.")
+    name: Name = Field(description="Required. Becomes the name of the client certificate. 1-128 printable characters.")
+    commonName: Optional[SubjectText] = Field(None, description="Locked into the certificate when set; else from the CSR.")
+    organization: Optional[SubjectText] = Field(None, description="Locked into the certificate when set; else from the CSR.")
+    organizationalUnit: Optional[SubjectText] = Field(None, description="Locked when set; else from the CSR.")
+    expiresAt: Optional[Timestamp] = Field(None, description="RFC 3339 time in the future. Or use ttl.")
     ttl: Optional[Duration] = Field(None, description="Lifetime: seconds, or 90s / 15m / 24h / 7d. Default 24h.")
     certificateTtl: Optional[Duration] = Field(None, description="Certificate lifetime, at most the frontdoor's.")
     subjectAltNames: Optional[SubjectAltNamesBody] = Field(
@@ -129,11 +149,11 @@ class TokenCreate(_Strict):
 
 
 class TokenUpdate(_Strict):
-    name: Optional[StrictStr] = None
-    commonName: Optional[StrictStr] = None
-    organization: Optional[StrictStr] = None
-    organizationalUnit: Optional[StrictStr] = None
-    expiresAt: Optional[StrictStr] = None
+    name: Optional[Name] = None
+    commonName: Optional[SubjectText] = None
+    organization: Optional[SubjectText] = None
+    organizationalUnit: Optional[SubjectText] = None
+    expiresAt: Optional[Timestamp] = None
     ttl: Optional[Duration] = None
     certificateTtl: Optional[Duration] = None
     subjectAltNames: Optional[SubjectAltNamesBody] = Field(
@@ -142,12 +162,12 @@ class TokenUpdate(_Strict):
 
 
 class TokenRefresh(_Strict):
-    expiresAt: Optional[StrictStr] = None
+    expiresAt: Optional[Timestamp] = None
     ttl: Optional[Duration] = None
 
 
 class RedeemRequest(_Strict):
-    type: StrictStr = Field(description='Must be "CSR".')
+    type: StrictStr = Field(description='Must be "CSR".', json_schema_extra={"enum": ["CSR"]})
     value: StrictStr = Field(description="The PEM certificate signing request.")
 
 
@@ -183,10 +203,6 @@ def _validation_message(exc: RequestValidationError) -> str:
         else:
             parts.append("%s: %s" % (where, err.get("msg", "invalid")))
     return redact("Invalid request: " + "; ".join(parts) + ".")
-
-
-# What frontdoor_pki.tokens.parse_duration reads (seconds, or numbers with units), for the document and validation
-_DURATION_PATTERN = r"^ *([0-9]+w *)?([0-9]+d *)?([0-9]+h *)?([0-9]+m *)?([0-9]+s?)? *$"
 
 
 def _list_pattern(words, empty: bool = True) -> str:
