@@ -172,9 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("step-ca-template", help="print the x509 template (JSON) to install on the step-ca JWK provisioner")
 
-    from .renew_cli import add_parser as add_renew_parser
-
-    add_renew_parser(sub)  # client side: `renew --url URL --cert FILE --key FILE [--new-key] [--ca FILE]`
+    p = sub.add_parser("rotate-intermediate", help="give a frontdoor's local CA a new intermediate key and certificate "
+                       "under the same root (issued certificates keep their chain; restart gateways afterwards)")
+    _common(p)
+    _frontdoor(p)
 
     from .renew_cli import add_parser as add_renew_parser
 
@@ -518,10 +519,22 @@ def cmd_renew(args) -> int:
     return renew(args)
 
 
-def cmd_renew(args) -> int:
-    from .renew_cli import cmd_renew as renew
+def cmd_rotate_intermediate(args) -> int:
+    from frontdoor_pki.signers.local_rotation import rotate_intermediate
 
-    return renew(args)
+    config = _config(args)
+    if args.frontdoor not in config.signers:
+        raise ConfigError("frontdoor %r is not configured (known: %s)" % (args.frontdoor, ", ".join(config.signers)))
+    kind = config.signers[args.frontdoor].get("type", "local")
+    if kind != "local":
+        raise ConfigError("frontdoor %r signs with %s: rotate its intermediate there, not here" % (args.frontdoor, kind))
+    rotation = rotate_intermediate(config.state_dir, args.frontdoor)
+    if rotation.retired_serial:
+        print("retired:     intermediate %s (kept in %s)" % (rotation.retired_serial, rotation.retired_path))
+    print("new:         intermediate %s, %s, valid until %s" % (rotation.serial, rotation.subject, rotation.not_after))
+    print("certificate: %s" % rotation.path)
+    print("next:        restart every gateway on this state dir; issued certificates keep the chain recorded with them")
+    return 0
 
 
 def cmd_step_ca_template(args) -> int:
@@ -536,7 +549,7 @@ COMMANDS = {
     "create-token": cmd_create_token, "list-tokens": cmd_list_tokens, "delete-token": cmd_delete_token,
     "refresh-token": cmd_refresh_token, "cleanup": cmd_cleanup, "list-certificates": cmd_list_certificates,
     "revoke-certificate": cmd_revoke_certificate, "check-config": cmd_check_config, "vault-policy": cmd_vault_policy,
-    "step-ca-template": cmd_step_ca_template, "renew": cmd_renew,
+    "step-ca-template": cmd_step_ca_template, "renew": cmd_renew, "rotate-intermediate": cmd_rotate_intermediate,
 }
 
 

@@ -174,6 +174,14 @@ class LocalCASigner(Signer):
         with open(int_key_path, "rb") as handle:
             self._key = serialization.load_pem_private_key(handle.read(), None)
         self._int = x509.load_pem_x509_certificate(self._int_pem.encode("ascii"))
+        spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        if self._key.public_key().public_bytes(*spki) != self._int.public_key().public_bytes(*spki):
+            # only an interrupted `rotate-intermediate` leaves this: never sign with a key its certificate disowns
+            raise SignerUnavailable(
+                "The local CA's intermediate key for %r does not match %s (an interrupted rotation?): run "
+                "`frontdoor-gateway rotate-intermediate --frontdoor %s` again, or restore ca/ from a backup."
+                % (frontdoor_id, int_path, frontdoor_id)
+            )
         self._aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
             self._int.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         )
