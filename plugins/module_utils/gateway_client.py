@@ -165,6 +165,9 @@ class GatewayClient:
             headers["Authorization"] = "Bearer %s" % self._api_token
         url = self.base_url + path
         try:
+            # verify given on every call: requests lets $REQUESTS_CA_BUNDLE / $CURL_CA_BUNDLE override a session's
+            # verify (psf/requests#3829), which would drop ca_path (and validate_certs=false) on many hosts
+            kwargs.setdefault("verify", self.session.verify)
             response = self.session.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
         except requests.exceptions.SSLError as exc:
             raise FrontdoorError(
