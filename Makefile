@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 all: test
 
 help:
-	@echo "make demo       build .venv, run the reference workflow on the embedded default, show the certificate"
+	@echo "make demo       build .venv, run the reference workflow over HTTPS on the embedded default, show the certificate"
 	@echo "make test       build .venv if needed and run every test (lint, pytest incl. OpenBao and Ansible, sanity, step-ca)"
 	@echo "make bench      benchmarks: redemptions/s vs OpenBao pki/sign, latency vs stored tokens (not part of test)"
 	@echo "make step-ca    build the step-ca binary into .venv/bin from Debian's packages"
