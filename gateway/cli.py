@@ -31,7 +31,7 @@ EPILOG = """environment:
   FRONTDOOR_VAULT_TIMEOUT    Vault HTTP timeout in seconds
   STEP_CA_URL, STEP_ROOT, STEP_PROVISIONER, STEP_PROVISIONER_KEY, STEP_PROVISIONER_PASSWORD   step-ca signer
 
-docs: README.md, docs/api.md, docs/vault.md, docs/step-ca.md, docs/ansible.md
+docs: README.md, docs/api.md, docs/operations.md (HTTPS, reverse proxies), docs/vault.md, docs/step-ca.md, docs/ansible.md
 """
 
 
