@@ -503,6 +503,14 @@ def cmd_check_config(args) -> int:
               % (f.id, config.signers[f.id].get("type"), f.tcp_shares_enabled, f.default_token_ttl, f.max_token_ttl,
                  f.certificate_ttl))
     print("api tokens:  %d" % len(config.api_tokens))
+    limits = config.rate_limits
+    if limits.enabled:
+        print("rate limits: unknown secrets %s per address, %s per frontdoor; auth failures %s per address; "
+              "storage %s" % (limits.unknown_token_per_address or "off", limits.unknown_token_per_frontdoor or "off",
+                              limits.auth_failures_per_address or "off",
+                              limits.storage or os.path.join(config.state_dir, "ratelimits.db")))
+    else:
+        print("rate limits: off")
     return 0
 
 
