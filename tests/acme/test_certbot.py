@@ -124,3 +124,37 @@ def test_certbot_with_its_own_csr(new_token, server, tmp_path, gw):
     cert = x509.load_pem_x509_certificate((out / "cert.pem").read_bytes())
     assert _subject(cert)[NameOID.ORGANIZATION_NAME] == "Example Corp"
     assert cert.public_key().public_numbers() == shared_key("p256", 70).public_key().public_numbers()
+
+
+def test_dry_run_redeems_the_token_and_a_real_run_then_renews(new_token, server, tmp_path, gw):
+    """What docs/acme.md says of --dry-run: against this server it issues a real certificate (certbot throws it
+    away), and the real run after it is a renewal of the bound account."""
+    token = new_token("dry.acme.example")
+    certbot = Certbot(str(tmp_path / "d"), server)
+    dry = certbot.certonly(token["acmeEab"], "dry.acme.example", extra=("--dry-run",))
+    assert dry.returncode == 0, dry.stderr + certbot.log()[-3000:]
+    assert _token(gw, token["id"])["status"] == "redeemed"
+    assert len(_certificates(gw, token["id"])) == 1
+    real = certbot.certonly(token["acmeEab"], "dry.acme.example")
+    assert real.returncode == 0, real.stderr + certbot.log()[-3000:]
+    assert len(_certificates(gw, token["id"])) == 2
+    assert [e["event"] for e in _audit(gw) if e.get("tokenId") == token["id"] and e["event"].startswith("token.r")] == [
+        "token.redeemed", "token.renewed"]
+
+
+def test_create_token_command_prints_the_eab(tmp_path):
+    """frontdoor-gateway create-token shows the EAB once, as it shows the secret; --json carries acmeEab."""
+    import subprocess
+
+    from support.gateway import GATEWAY_BIN
+
+    state = str(tmp_path / "state")
+    plain = subprocess.run([GATEWAY_BIN, "create-token", "--state-dir", state, "--name", "cli", "--common-name",
+                            "cli.acme.example"], capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 0, plain.stderr
+    assert "--eab-kid token-" in plain.stdout and "--eab-hmac-key " in plain.stdout
+    as_json = subprocess.run([GATEWAY_BIN, "create-token", "--state-dir", state, "--name", "cli2", "--common-name",
+                              "cli2.acme.example", "--json"], capture_output=True, text=True, timeout=60)
+    assert as_json.returncode == 0, as_json.stderr
+    view = json.loads(as_json.stdout)
+    assert view["acmeEab"]["keyId"] == view["id"] and len(view["acmeEab"]["hmacKey"]) == 43
