@@ -9,10 +9,10 @@ return, each with the one error body ``{"error": {"code", "message", "details"?}
     def metrics(...): ...
 
 ``errors(*statuses)`` returns the ``responses=`` dict for FastAPI's route decorators. It always adds ``400``
-(request validation: ``invalid_request``, never 422), ``429`` (``rate_limited``: a request that carries an
-Authorization header from an address over the authentication-failure limit is refused before routing, whatever
-the route, see gateway/ratelimit.py) and ``500`` (``internal_error``), because any route with a parameter can be
-sent garbage and any route can hit a bug. The description of each status lists the codes that
+(request validation: ``invalid_request``, never 422), ``413`` and ``429`` (``payload_too_large``: a body announced
+over 64 KiB, and ``rate_limited``: an Authorization header from an address over the authentication-failure limit,
+are both refused by middleware before routing, whatever the route; see gateway/ratelimit.py) and ``500``
+(``internal_error``), because any route with a parameter can be sent garbage and any route can hit a bug. The description of each status lists the codes that
 status carries, taken from ``frontdoor_pki.errors.ERROR_STATUS``.
 
 The codes are that table, nothing else: ``ErrorCode`` is built from it, so a new code (``FrontdoorError`` refuses
@@ -22,7 +22,7 @@ as optional (``redemption_in_progress``, a locked store or a busy signer send it
 
 ``install(app)`` replaces ``app.openapi`` with one that post-processes FastAPI's generated document through the
 public ``fastapi.openapi.utils.get_openapi``: it drops the ``422`` FastAPI adds on its own to every route with
-parameters (this gateway answers ``400 invalid_request`` instead) and puts ``400``/``429``/``500`` on any operation
+parameters (this gateway answers ``400 invalid_request`` instead) and puts ``400``/``413``/``429``/``500`` on any operation
 that did not use ``errors()``, so a forgotten route is still truthful about validation errors, limits and bugs.
 """
 
@@ -44,7 +44,7 @@ ErrorCode = enum.Enum(  # type: ignore[misc]  # functional API: the members are 
 )
 ErrorCode.__doc__ = "Machine-readable error code; the HTTP status follows from it (see the API docs' table)."
 
-_ALWAYS = (400, 429, 500)
+_ALWAYS = (400, 413, 429, 500)
 # What every bearer-authenticated route can add: unauthorized, forbidden, and rate_limited (failed authentications
 # are rate limited per client address). Use as errors(*ADMIN, 404, 503).
 ADMIN = (401, 403, 429)

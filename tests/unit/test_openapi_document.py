@@ -54,7 +54,7 @@ def test_every_operation_documents_validation_limits_and_bugs_with_the_error_bod
     assert len(ops) >= 15
     for method, path, operation in ops:
         responses = operation["responses"]
-        for status in ("400", "429", "500"):
+        for status in ("400", "413", "429", "500"):
             assert status in responses, (method, path, status)
         for status, response in responses.items():
             if int(status) >= 400:
@@ -138,7 +138,7 @@ def test_install_strips_422_and_adds_the_error_statuses_to_a_bare_route():
 
     install(app)
     responses = app.openapi()["paths"]["/bare/{number}"]["get"]["responses"]
-    assert set(responses) == {"200", "400", "429", "500"}
+    assert set(responses) == {"200", "400", "413", "429", "500"}
     assert responses["400"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
     assert "Error" in app.openapi()["components"]["schemas"]
 
