@@ -50,7 +50,7 @@ from .metrics import worker_started as metrics_worker_started
 from .metrics import worker_stopping as metrics_worker_stopping
 from .net import client_address
 from .openapi import ADMIN, errors, install
-from .ratelimit import AuthFailureLimit, RateLimits
+from .ratelimit import AuthFailureLimit, RateLimits, RedemptionLimit
 from .schemas import (
     CERTIFICATE_LINKS,
     TOKEN_LINKS,
@@ -337,6 +337,9 @@ def create_app(
     if rate_limits is not None:  # admin authentication failures, per address (gateway/ratelimit.py)
         app.add_middleware(AuthFailureLimit, limits=rate_limits,
                            address_of=lambda scope: client_address(HTTPConnection(scope)))
+        # unknown secrets, per address and frontdoor: refused before the body is read; the route counts failures
+        app.add_middleware(RedemptionLimit, limits=rate_limits,
+                           address_of=lambda scope: client_address(HTTPConnection(scope)))
     if metrics:  # outermost: it sees every redemption's answer, 413 and 429 included (gateway/metrics.py)
         raw_store = instrument(service)
         metrics_registry = registry_with([TokenStatusCollector(raw_store, service.frontdoors, service.clock)])
@@ -507,8 +510,7 @@ def create_app(
         if rate_limits is None:
             result = service.redeem(frontdoorId, token, body.value, body.type, source=source)
         else:
-            rate_limits.check_redemption(frontdoorId, source)  # 429 once over; a read, no write
-            try:
+            try:  # over the limit, RedemptionLimit (gateway/ratelimit.py) already answered 429
                 result = service.redeem(frontdoorId, token, body.value, body.type, source=source)
             except FrontdoorError as exc:
                 if exc.code == "token_not_found":  # only unknown secrets count

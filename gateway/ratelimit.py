@@ -30,6 +30,7 @@ import ipaddress
 import logging
 import math
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -265,6 +266,48 @@ class RateLimits:
             self.storage.close()
 
 
+REDEEM_PATH = re.compile(r"^/frontdoor/([^/]+)/client-certificates/token/[^/]+$")
+
+
+async def _storage_call(limits: RateLimits, fn: Callable, *args) -> None:
+    """Local storages (a SQLite primary-key read) answer on the event loop; network ones in a worker thread."""
+    if limits.local:
+        fn(*args)
+    else:
+        import anyio
+
+        await anyio.to_thread.run_sync(fn, *args)
+
+
+async def _refuse(exc: FrontdoorError, scope, receive, send) -> None:
+    from starlette.responses import JSONResponse
+
+    answer = JSONResponse(exc.to_dict(), status_code=exc.status, headers={"Retry-After": str(exc.retry_after)})
+    await answer(scope, receive, send)
+
+
+class RedemptionLimit:
+    """ASGI middleware: an address (or frontdoor) over its unknown-secret limit gets ``429 rate_limited`` for
+    every redemption attempt, before the body is read or validated, so no kind of attempt gets through.
+    The failures themselves are counted by the route, which knows the engine's answer (``token_not_found``)."""
+
+    def __init__(self, app, limits: RateLimits, address_of: Callable) -> None:
+        self.app = app
+        self.limits = limits
+        self.address_of = address_of
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = REDEEM_PATH.match(scope["path"])
+            if match is not None:
+                try:
+                    await _storage_call(self.limits, self.limits.check_redemption, match.group(1),
+                                        self.address_of(scope))
+                except FrontdoorError as exc:
+                    return await _refuse(exc, scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
 class AuthFailureLimit:
     """ASGI middleware: limits admin authentication failures per client address.
 
@@ -280,25 +323,14 @@ class AuthFailureLimit:
         self.limits = limits
         self.address_of = address_of
 
-    async def _call(self, fn, address) -> None:
-        if self.limits.local:
-            fn(address)
-        else:
-            import anyio
-
-            await anyio.to_thread.run_sync(fn, address)
-
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or not any(name == b"authorization" for name, _ in scope.get("headers", ())):
             return await self.app(scope, receive, send)
         address = self.address_of(scope)
         try:
-            await self._call(self.limits.check_auth, address)
+            await _storage_call(self.limits, self.limits.check_auth, address)
         except FrontdoorError as exc:
-            from starlette.responses import JSONResponse
-
-            answer = JSONResponse(exc.to_dict(), status_code=exc.status, headers={"Retry-After": str(exc.retry_after)})
-            return await answer(scope, receive, send)
+            return await _refuse(exc, scope, receive, send)
         status = 0
 
         async def observing_send(message) -> None:
@@ -309,4 +341,4 @@ class AuthFailureLimit:
 
         await self.app(scope, receive, observing_send)
         if status == 401:
-            await self._call(self.limits.auth_failed, address)
+            await _storage_call(self.limits, self.limits.auth_failed, address)

@@ -105,6 +105,8 @@ def test_31st_unknown_secret_is_429_across_workers_and_gateways(gateways, csr):
     secret = new_token(a)
     status, headers, body = redeem(a.url, secret, attacker, csr)
     assert (status, code(body)) == (429, "rate_limited") and "retry-after" in headers
+    status, _h, body = call(a.url, "POST", REDEEM + new_secret(), attacker, {"type": "not a CSR"})
+    assert (status, code(body)) == (429, "rate_limited"), "refused before the body is validated"
     # another address is not affected, and the token was not touched
     status, _h, body = redeem(a.url, secret, other, csr)
     assert status == 201, body
