@@ -53,6 +53,7 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import re
 from typing import TYPE_CHECKING, List, Optional, Sequence
@@ -122,10 +123,10 @@ def bearer(authorization: Optional[str]) -> str:
     """The JWT of an ``Authorization: Bearer`` header, or invalid_renewal_token."""
     if not isinstance(authorization, str) or not authorization.strip():
         raise _bad_token("The Authorization header is missing.", "missing")
-    scheme, _, value = authorization.strip().partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
+    parts = authorization.strip().split(None, 1)
+    if len(parts) != 2 or parts[0].lower() != "bearer":
         raise _bad_token("The Authorization header must be 'Bearer <JWT>'.", "scheme")
-    return value.strip()
+    return parts[1].strip()
 
 
 def _number(claims: dict, name: str, required: bool = True) -> Optional[float]:
@@ -133,7 +134,7 @@ def _number(claims: dict, name: str, required: bool = True) -> Optional[float]:
     if value is None and not required:
         return None
     # bool is an int in Python; a JSON true is not a time
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) > 1e11:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or abs(value) > 1e11:
         raise _bad_token("The JWT claim %r must be a NumericDate (seconds since the epoch)." % name, "claims")
     return float(value)
 
@@ -301,11 +302,11 @@ class Renewer:
         not_after = leaf.not_valid_after_utc
         grace = _dt.timedelta(seconds=settings.renewal_grace or 0)
         if not_after + grace <= now:
+            with_grace = " (and the grace of %d seconds has passed)" % grace.total_seconds() if grace else ""
             raise FrontdoorError(
                 "certificate_expired",
                 "The certificate expired at %s%s; an expired certificate cannot renew itself. Ask an administrator "
-                "for a certificate request token." % (isoformat(not_after), (" (grace %ds)" % grace.total_seconds())
-                                                     if grace else ""),
+                "for a certificate request token." % (isoformat(not_after), with_grace),
                 details={"notAfter": isoformat(not_after)},
             )
         serial = "%x" % leaf.serial_number
