@@ -29,6 +29,8 @@ EPILOG = """environment:
   FRONTDOOR_SIGNER           default signer: local (default), vault or step-ca
   VAULT_ADDR, VAULT_TOKEN    Vault/OpenBao (also BAO_ADDR, BAO_TOKEN, VAULT_NAMESPACE, VAULT_CACERT)
   FRONTDOOR_VAULT_TIMEOUT    Vault HTTP timeout in seconds
+  FRONTDOOR_RATE_LIMITS      off: no rate limits (test beds; default on, see rateLimits in docs/operations.md)
+  FRONTDOOR_METRICS          off: no metrics instrumentation and no /metrics (default on)
   STEP_CA_URL, STEP_ROOT, STEP_PROVISIONER, STEP_PROVISIONER_KEY, STEP_PROVISIONER_PASSWORD   step-ca signer
 
 docs: README.md, docs/api.md, docs/operations.md (HTTPS, reverse proxies), docs/vault.md, docs/step-ca.md, docs/ansible.md
