@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all venv lock demo test lint unit sanity test-step-ca step-ca test-lego lego bench fuzz build clean help
+.PHONY: all venv lock demo test lint unit sanity test-step-ca step-ca test-lego lego bench bench-ansible fuzz build clean help
 
 all: test
 
@@ -16,6 +16,7 @@ help:
 	@echo "make demo       build .venv, run the reference workflow over HTTPS on the embedded default, show the certificate"
 	@echo "make test       build .venv if needed and run every test (lint, pytest incl. OpenBao and Ansible, sanity, step-ca)"
 	@echo "make bench      benchmarks: redemptions/s vs OpenBao pki/sign, latency vs stored tokens (not part of test)"
+	@echo "make bench-ansible  20 hosts enrolled by frontdoor.pki.enroll vs community.crypto (ownca), wall times"
 	@echo "make fuzz       long Schemathesis run over /openapi.json, every phase incl. stateful (FUZZ_MINUTES=15)"
 	@echo "make step-ca    build the step-ca binary into .venv/bin from Debian's packages"
 	@echo "make lego       install the lego ACME client from Debian's packages (second real ACME client of the tests)"
@@ -74,6 +75,10 @@ test-step-ca: venv
 
 bench: venv
 	$(PY) -m bench $(BENCH_ARGS)
+
+# community.crypto is not in the locks: the bench takes it from the ansible wheel on PyPI (cached in .tmp/).
+bench-ansible: venv
+	$(PY) -m bench.ansible_fleet $(BENCH_ANSIBLE_ARGS)
 
 # The API contract, long: tests/fuzz/test_openapi_contract.py with many examples for up to FUZZ_MINUTES, a new seed
 # each run (make test runs the same test CI-sized, ~1.5 min, fixed seed). FUZZ_RATE_LIMITS=on keeps the limits on.
