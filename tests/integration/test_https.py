@@ -265,14 +265,24 @@ def test_forwarded_headers_are_honoured_only_from_the_trusted_proxy(tmp_path):
     unknown = "/frontdoor/default/client-certificates/token/crt_" + "A" * 32
     forwarded = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
     state = str(tmp_path / "proxied")
-    with run_gateway(state, extra_args=("--forwarded-allow-ips", "127.0.0.2")) as gw:
+    # the flag wins over the config key: 127.0.0.9 (config) is not trusted here
+    with run_gateway(state, config={"forwardedAllowIps": ["127.0.0.9"]},
+                     extra_args=("--forwarded-allow-ips", "127.0.0.2")) as gw:
         port = int(gw.url.rsplit(":", 1)[1])
         assert _get_from("127.0.0.2", port, unknown, forwarded).status in (400, 404)
         assert _get_from("127.0.0.1", port, unknown, forwarded).status in (400, 404)  # not the proxy: ignored
+        assert _get_from("127.0.0.9", port, unknown, forwarded).status in (400, 404)
         # the scheme: a redirect the app builds from the request URL
         assert _get_from("127.0.0.2", port, "/healthz/", forwarded).getheader("Location").startswith("https://")
         assert _get_from("127.0.0.1", port, "/healthz/", forwarded).getheader("Location").startswith("http://")
-    assert _refusal_sources(state) == ["203.0.113.9", "127.0.0.1"]
+    assert _refusal_sources(state) == ["203.0.113.9", "127.0.0.1", "127.0.0.9"]
+
+    state = str(tmp_path / "configured")
+    with run_gateway(state, config={"forwardedAllowIps": "127.0.0.0/30"}) as gw:  # the config key alone, a network
+        port = int(gw.url.rsplit(":", 1)[1])
+        _get_from("127.0.0.2", port, unknown, forwarded)
+        _get_from("127.0.0.9", port, unknown, forwarded)
+    assert _refusal_sources(state) == ["203.0.113.9", "127.0.0.9"]
 
     state = str(tmp_path / "default")
     with run_gateway(state) as gw:  # the default trusts no proxy, loopback included
