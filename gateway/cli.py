@@ -505,6 +505,7 @@ def cmd_check_config(args) -> int:
               % (f.id, config.signers[f.id].get("type"), f.tcp_shares_enabled, f.default_token_ttl, f.max_token_ttl,
                  f.certificate_ttl))
     print("api tokens:  %d" % len(config.api_tokens))
+    print("proxies trusted for X-Forwarded-For/-Proto: %s" % (", ".join(config.forwarded_allow_ips) or "none"))
     limits = config.rate_limits
     if limits.enabled:
         print("rate limits: unknown secrets %s per address, %s per frontdoor; auth failures %s per address; "
