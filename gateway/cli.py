@@ -505,7 +505,13 @@ def cmd_check_config(args) -> int:
               % (f.id, config.signers[f.id].get("type"), f.tcp_shares_enabled, f.default_token_ttl, f.max_token_ttl,
                  f.certificate_ttl))
     print("api tokens:  %d" % len(config.api_tokens))
-    print("proxies trusted for X-Forwarded-For/-Proto: %s" % (", ".join(config.forwarded_allow_ips) or "none"))
+    from .net import parse_forwarded_allow_ips
+
+    try:
+        trusted = parse_forwarded_allow_ips(config.forwarded_allow_ips)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    print("proxies trusted for X-Forwarded-For/-Proto: %s" % (", ".join(trusted) or "none"))
     limits = config.rate_limits
     if limits.enabled:
         print("rate limits: unknown secrets %s per address, %s per frontdoor; auth failures %s per address; "
