@@ -299,3 +299,29 @@ def _reference_workflow(url: str, ca_file: str, tmp_path) -> None:
                                    url + "/frontdoor/default/client-certificates/token/" + created["token"]],
                            capture_output=True, text=True, timeout=60, check=False)
     assert again.stdout == "200"  # the same key again: the same certificate, replayed
+
+
+def test_role_is_lint_clean_and_documented(collections_dir, tmp_path):
+    """ansible-lint (production profile) on the role, and ansible-doc renders its argument specs."""
+    shutil.copytree(os.path.join(ROOT, "roles", "gateway"), tmp_path / "project" / "roles" / "gateway")
+    env = ansible_env(collections_dir, str(tmp_path))
+    proc = subprocess.run([os.path.join(BIN, "ansible-lint"), "--offline", "--nocolor", "--profile", "production",
+                           "roles/gateway"], cwd=tmp_path / "project", env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
+    assert "0 failure(s), 0 warning(s)" in proc.stdout + proc.stderr
+    doc = _run([os.path.join(BIN, "ansible-doc"), "-t", "role", "frontdoor.pki.gateway"], env=env).stdout
+    for option in ("gateway_root", "gateway_package_file", "gateway_wheelhouse_archive", "gateway_api_tokens",
+                   "gateway_tls", "gateway_environment"):
+        assert option in doc
+    with open(os.path.join(ROOT, "roles", "gateway", "meta", "argument_specs.yml"), encoding="utf-8") as handle:
+        spec = yaml.safe_load(handle)["argument_specs"]["main"]["options"]
+    with open(os.path.join(ROOT, "roles", "gateway", "defaults", "main.yml"), encoding="utf-8") as handle:
+        defaults = yaml.safe_load(handle)
+    assert set(spec) == set(defaults), "every default is a documented option and the reverse"
+    for name, value in defaults.items():
+        assert spec[name].get("default") == value, name
+    # secrets are no_log at the option level
+    assert spec["gateway_tls_key"]["no_log"] is True
+    assert spec["gateway_environment"]["no_log"] is True
+    assert spec["gateway_api_tokens"]["options"]["token"]["no_log"] is True
