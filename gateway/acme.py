@@ -79,7 +79,7 @@ def acme_router(service: FrontdoorService) -> APIRouter:
             body = await run_in_threadpool(server.directory, frontdoorId, urls)
         except AcmeProblem as exc:
             return problem(urls, exc)
-        return Response(json.dumps(body), media_type="application/json", headers={"Cache-Control": "public, max-age=60"})
+        return Response(json.dumps(body), media_type="application/json", headers=headers(urls))
 
     @router.api_route("/acme/{frontdoorId}/new-nonce", methods=["GET", "HEAD"])
     async def new_nonce(frontdoorId: str, request: Request):
@@ -142,4 +142,21 @@ def acme_router(service: FrontdoorService) -> APIRouter:
     async def cert(frontdoorId: str, certificateId: str, request: Request):
         return await signed(request, frontdoorId, "cert", certificateId)
 
+    # Last, so it only sees what no route above took: an ACME problem (with a nonce) instead of the API's error body.
+    @router.api_route("/acme/{frontdoorId}/{rest:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
+    async def elsewhere(frontdoorId: str, rest: str, request: Request):
+        def call(_urls: Urls) -> Reply:
+            server.check_frontdoor(frontdoorId)
+            first = rest.split("/", 1)[0]
+            if first in _RESOURCES:
+                raise AcmeProblem("malformed", "%s is not allowed here: ACME resources take POST (RFC 8555)."
+                                  % request.method, status=405)
+            raise AcmeProblem("malformed", "No such ACME resource; start from the directory.", status=404)
+
+        return await answer(request, frontdoorId, call)
+
     return router
+
+
+_RESOURCES = {"directory", "new-nonce", "new-account", "new-order", "revoke-cert", "key-change", "acct", "order",
+              "authz", "cert"}

@@ -196,3 +196,11 @@ def test_every_answer_has_a_nonce_and_the_directory_requires_eab(server):
     assert head.status_code == 200 and head.headers["Replay-Nonce"] != got.headers["Replay-Nonce"]
     unknown = requests.get(server.replace("/default/", "/nope/"), timeout=10)
     assert unknown.status_code == 404 and unknown.headers["Content-Type"].startswith(PROBLEM)
+
+
+def test_other_methods_and_paths_are_acme_problems(server):
+    directory = requests.get(server, timeout=10)
+    assert directory.headers.get("Replay-Nonce")
+    wrong_method = requests.get(directory.json()["newAccount"], timeout=10)
+    _problem(wrong_method, "malformed", 405)
+    _problem(requests.post(server.replace("directory", "nope/x"), data=b"{}", timeout=10), "malformed", 404)
