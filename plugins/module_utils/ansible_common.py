@@ -318,7 +318,7 @@ class GatewayBackend(Backend):
         return snake_case(self.client.create_token(
             self.frontdoor_id, name, common_name=common_name, organization=organization,
             organizational_unit=organizational_unit, ttl=ttl, expires_at=expires_at,
-            subject_alt_names=subject_alt_names,
+            subjectAltNames=subject_alt_names,  # host_client takes further API fields by their camelCase names
         ))
 
     def list_tokens(self, name=None, status=None) -> List[dict]:
