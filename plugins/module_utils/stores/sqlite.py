@@ -153,6 +153,7 @@ def _sans_json(sans: SubjectAltNames) -> Optional[str]:
 def _sans_from(text: Optional[str]) -> SubjectAltNames:
     return SubjectAltNames.from_dict(json.loads(text)) if text else NO_SANS
 
+
 _TOKEN_FIELDS = (
     "id", "frontdoor_id", "name", "secret_hash", "common_name", "organization", "organizational_unit", "created_at",
     "created_by", "expires_at", "updated_at", "state", "certificate_ttl", "redeemed_at", "certificate_id",
