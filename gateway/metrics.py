@@ -293,18 +293,36 @@ def exposition(registry: CollectorRegistry) -> bytes:
 
 
 # ---------------------------------------------------------------------- multi-process bookkeeping
-def prepare_multiprocess_dir(state_dir: str, host: str, port: int) -> str:
-    """A private, empty directory for this server's workers: ``<state-dir>/metrics/<hostname>-<host>-<port>``.
+def prepare_multiprocess_dir(state_dir: str, host: str, port: int, pid: Optional[int] = None) -> str:
+    """A new, empty, private directory for this server's workers: ``<state-dir>/metrics/<hostname>-<host>-<port>-<pid>``
+    (``pid``: the serving process, this one by default).
 
-    Per server (two gateways may share a state dir; each port is bound by one server per host) and emptied at
-    start, so counters begin at zero with the server and files of an earlier run are never merged in."""
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", "%s-%s-%d" % (socket.gethostname(), host, port))
+    One per server process: two gateways may share a state dir, and a second ``serve`` started by mistake on a
+    port in use must not empty the running one's files before it fails to bind. Directories of this host's
+    earlier servers whose process is gone are removed, so counters begin at zero with each server and nothing
+    piles up; other hosts' directories (a state dir on shared storage) are left alone."""
+    hostname = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())
+    pid = os.getpid() if pid is None else pid
     root = os.path.join(state_dir, "metrics")
     os.makedirs(root, mode=0o700, exist_ok=True)
-    path = os.path.join(root, name)
+    for name in os.listdir(root):
+        owner = name.rsplit("-", 1)[-1]
+        if name.startswith(hostname + "-") and owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+    path = os.path.join(root, "%s-%s-%d-%d" % (hostname, re.sub(r"[^A-Za-z0-9_.]", "_", host), port, pid))
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path, mode=0o700)
     return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def mark_dead_workers(path: Optional[str] = None) -> List[int]:
@@ -317,13 +335,9 @@ def mark_dead_workers(path: Optional[str] = None) -> List[int]:
 
     dead = []
     for pid in sorted({_pid_of(name) for name in glob.glob(os.path.join(path, "*.db"))} - {None}):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             multiprocess.mark_process_dead(pid, path)
             dead.append(pid)
-        except PermissionError:  # alive, another user's
-            continue
     return dead
 
 

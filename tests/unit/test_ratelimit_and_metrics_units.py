@@ -210,18 +210,33 @@ def test_token_gauge_is_counted_at_scrape_and_cached(caplog):
     assert "counting tokens for metrics failed" in caplog.text
 
 
-def test_multiprocess_dir_is_private_emptied_and_dead_workers_are_marked(tmp_path):
-    path = metrics.prepare_multiprocess_dir(str(tmp_path), "127.0.0.1", 8080)
-    assert oct(os.stat(path).st_mode & 0o777) == "0o700" and os.listdir(path) == []
+def _dead_pid() -> int:
     process = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(0,))
     process.start()
     process.join()
-    dead_pid = process.pid
+    return process.pid
+
+
+def test_multiprocess_dir_is_private_emptied_and_dead_workers_are_marked(tmp_path):
+    path = metrics.prepare_multiprocess_dir(str(tmp_path), "127.0.0.1", 8080)
+    assert oct(os.stat(path).st_mode & 0o777) == "0o700" and os.listdir(path) == []
+    dead_pid = _dead_pid()
     for name in ("counter_%d.db" % dead_pid, "gauge_livesum_%d.db" % dead_pid, "counter_%d.db" % os.getpid()):
         open(os.path.join(path, name), "wb").close()
     assert metrics.mark_dead_workers(path) == [dead_pid]
     assert sorted(os.listdir(path)) == sorted(["counter_%d.db" % dead_pid, "counter_%d.db" % os.getpid()])
     assert metrics.prepare_multiprocess_dir(str(tmp_path), "127.0.0.1", 8080) == path and os.listdir(path) == []
+
+
+def test_a_new_server_removes_dead_servers_dirs_and_never_a_live_one(tmp_path):
+    live = metrics.prepare_multiprocess_dir(str(tmp_path), "127.0.0.1", 8080)  # this process: alive
+    open(os.path.join(live, "counter_1.db"), "wb").close()
+    dead = metrics.prepare_multiprocess_dir(str(tmp_path), "127.0.0.1", 8081, pid=_dead_pid())
+    elsewhere = os.path.join(str(tmp_path), "metrics", "otherhost-0.0.0.0-8080-1")
+    os.makedirs(elsewhere)
+    mine = metrics.prepare_multiprocess_dir(str(tmp_path), "127.0.0.1", 8080, pid=os.getppid())
+    assert os.listdir(live) == ["counter_1.db"], "a running server's files are kept (same host and port)"
+    assert not os.path.exists(dead) and os.path.isdir(elsewhere) and os.path.isdir(mine)
 
 
 @pytest.mark.parametrize("text, expected", [("127.0.0.1:9102", ("127.0.0.1", 9102)), ("[::1]:0", ("::1", 0))])
