@@ -9,9 +9,13 @@ C runs with FRONTDOOR_RATE_LIMITS=off.
 
 from __future__ import annotations
 
+import glob
 import http.client
 import json
+import os
 import secrets
+import signal
+import time
 from typing import Dict, Optional, Tuple
 
 import pytest
@@ -186,3 +190,42 @@ def test_rate_limits_off_lets_every_attempt_through(tmp_path, csr):
             assert (status, code(body)) == (404, "token_not_found"), body
             assert call(c.url, "GET", "/frontdoor/default", "127.0.0.6", token="fdk_wrong")[0] == 401
         assert redeem(c.url, new_token(c), "127.0.0.6", csr)[0] == 201
+
+
+def _workers(supervisor: int) -> list:
+    """uvicorn's workers: the supervisor's children started by multiprocessing's spawn."""
+    found = []
+    for task in os.listdir("/proc/%d/task" % supervisor):
+        with open("/proc/%d/task/%s/children" % (supervisor, task), encoding="ascii") as handle:
+            for pid in handle.read().split():
+                try:
+                    with open("/proc/%s/cmdline" % pid, "rb") as cmdline:
+                        if b"spawn_main" in cmdline.read():
+                            found.append(int(pid))
+                except FileNotFoundError:
+                    continue
+    return sorted(found)
+
+
+def test_counts_of_a_killed_worker_stay_in_the_sum(tmp_path, csr):
+    with run_gateway(str(tmp_path / "kill"), workers=2) as gw:
+        before = _workers(gw.process.pid)
+        assert len(before) == 2
+        issued = 0
+        # until both workers have counted a redemption (each keeps a counter_<pid>.db in the multi-process dir)
+        while issued < 40 and not all(glob.glob(os.path.join(gw.state_dir, "metrics", "*", "counter_%d.db" % pid))
+                                      for pid in before):
+            assert redeem(gw.url, new_token(gw), "127.0.0.9", csr)[0] == 201
+            issued += 1
+        os.kill(before[0], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            now = _workers(gw.process.pid)
+            if len(now) == 2 and before[0] not in now and "Started server process [%d]" % max(now) in gw.log():
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the killed worker was not replaced")
+        assert redeem(gw.url, new_token(gw), "127.0.0.9", csr)[0] == 201
+        found = samples(call(gw.url, "GET", "/metrics", "127.0.0.9", token=gw.admin_token)[2])
+        assert value(found, "frontdoor_redemptions_total", frontdoor="default", outcome="issued") == issued + 1
