@@ -72,7 +72,7 @@ options:
         mismatch).
       - V(full_idempotence) also makes a new key if the existing one cannot be read (garbage, or a wrong
         O(privatekey_passphrase)).
-      - V(always) makes a new key on every run (rotation on every run: not idempotent).
+      - V(always) makes a new key on every run (a rotation on every run, so never idempotent).
     type: str
     choices: [never, fail, partial_idempotence, full_idempotence, always]
     default: partial_idempotence

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ from support.gateway import run_gateway
 pytestmark = pytest.mark.ansible
 
 MODULES = ("certificate_request_token", "certificate_request_token_info", "certificate_request_token_cleanup",
-           "client_certificate")
+           "client_certificate", "client_certificate_info", "enroll")
 MAX_TARBALL_BYTES = 300 * 1024
 
 
@@ -48,17 +49,38 @@ def test_tarball_is_small_and_holds_only_collection_content(installed):
     with tarfile.open(tarball) as archive:
         names = archive.getnames()
     forbidden = (".venv", ".git", "__pycache__", ".pytest_cache", ".ruff_cache", "tests", "build", "dist",
-                 "bench", "gateway", ".tmp", "frontdoor_pki.egg-info")
+                 "bench", "gateway", ".tmp", "frontdoor_pki.egg-info", "tools", "scripts", ".schemathesis")
     for name in names:
         parts = name.split("/")
+        if parts[0] == "roles":
+            parts = parts[2:]  # a role may be named gateway
         assert not any(p in forbidden for p in parts), "unexpected file in the tarball: %s" % name
-        assert not name.endswith((".pyc", ".tar.gz", ".db", ".log")), name
+        assert not name.endswith((".pyc", ".tar.gz", ".db", ".log", ".go")), name
+    # nothing an Ansible user must not install: no pinned server requirements, no Go sources, no project README
+    for absent in ("requirements.txt", "requirements.in", "requirements-test.txt", "pyproject.toml", "Makefile",
+                   "README.md", "tools/step-ca/main.go"):
+        assert absent not in names, absent
     for module in MODULES:
         assert "plugins/modules/%s.py" % module in names
     for needed in ("MANIFEST.json", "meta/runtime.yml", "plugins/doc_fragments/frontdoor.py",
+                   "plugins/action/enroll.py", "plugins/doc_fragments/client_certificate.py",
+                   "plugins/module_utils/host_client.py", "docs/collection-README.md",
+                   "meta/execution-environment.yml", "meta/ee-requirements.txt",
                    "plugins/module_utils/service.py", "plugins/module_utils/gateway_client.py",
                    "docs/ansible.md", "playbooks/issue-client-certificates.yml", "changelogs/config.yaml"):
         assert needed in names, needed
+    with tarfile.open(tarball) as archive:
+        manifest = json.load(archive.extractfile("MANIFEST.json"))
+        readme = archive.extractfile(manifest["collection_info"]["readme"]).read().decode()
+        ee_requirements = archive.extractfile("meta/ee-requirements.txt").read().decode()
+    # the collection's README starts with Ansible usage, not with the gateway
+    assert manifest["collection_info"]["readme"] == "docs/collection-README.md"
+    blocks = readme.split("```")[1::2]
+    assert "ansible-galaxy collection install" in blocks[0]
+    assert blocks[1].startswith("yaml") and "frontdoor.pki.enroll:" in blocks[1]
+    assert "make demo" not in readme and "frontdoor-gateway serve" not in readme
+    requirement_lines = [line.split("#")[0].strip() for line in ee_requirements.splitlines()]
+    assert not [line for line in requirement_lines if "==" in line], "pins in the hosts' requirements"
 
 
 @pytest.mark.parametrize("module", MODULES)
