@@ -267,6 +267,9 @@ class RateLimits:
 
 
 REDEEM_PATH = re.compile(r"^/frontdoor/([^/]+)/client-certificates/token/[^/]+$")
+# Endpoints that authenticate nobody: a header sent there is ignored, so it is neither checked nor counted (and
+# the OpenAPI document promises no 429 for them). Redemption has its own limit.
+PUBLIC_PATH = re.compile(r"^/frontdoor/[^/]+/(ca|crl|client-certificates/token/[^/]+)$")
 
 
 async def _storage_call(limits: RateLimits, fn: Callable, *args) -> None:
@@ -284,6 +287,11 @@ async def _refuse(exc: FrontdoorError, scope, receive, send) -> None:
 
     answer = JSONResponse(exc.to_dict(), status_code=exc.status, headers={"Retry-After": str(exc.retry_after)})
     await answer(scope, receive, send)
+
+
+def _authenticated_path(path: str) -> bool:
+    """The admin API, renewal and /metrics: where a bearer credential is judged (ACME has its own JWS)."""
+    return (path.startswith("/frontdoor/") or path == "/metrics") and not PUBLIC_PATH.match(path)
 
 
 class RedemptionLimit:
@@ -314,8 +322,8 @@ class AuthFailureLimit:
     A request carrying an ``Authorization`` header from an address over the limit gets ``429 rate_limited``
     without reaching the routes; a ``401`` answer to a request that carried one counts a failure. Requests
     without the header are neither checked nor counted: they cannot guess a token (and get 401 anyway), and
-    the public endpoints (redemption, CA chain, CRL, health) need no header. Storage calls run on the event
-    loop for the local storages (a SQLite primary-key read) and in a worker thread for network ones.
+    only the paths that judge a bearer credential are limited (``_authenticated_path``: the admin API, renewal,
+    /metrics); the public ones (redemption, CA chain, CRL, health, the API document, ACME) ignore the header.
     """
 
     def __init__(self, app, limits: RateLimits, address_of: Callable) -> None:
@@ -324,7 +332,8 @@ class AuthFailureLimit:
         self.address_of = address_of
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or not any(name == b"authorization" for name, _ in scope.get("headers", ())):
+        if (scope["type"] != "http" or not _authenticated_path(scope["path"])
+                or not any(name == b"authorization" for name, _ in scope.get("headers", ()))):
             return await self.app(scope, receive, send)
         address = self.address_of(scope)
         try:

@@ -131,8 +131,10 @@ def test_admin_authentication_failures_are_limited_per_address(gateways):
     status, _h, body = call(b.url, "GET", "/frontdoor/default", guesser, token=a.admin_token)
     assert (status, code(body)) == (429, "rate_limited"), "the right token is refused too until the window passes"
     assert call(a.url, "GET", "/frontdoor/default", other, token=a.admin_token)[0] == 200
-    # public endpoints need no header and are not limited by it
-    assert call(a.url, "GET", "/frontdoor/default/ca", guesser)[0] == 200
+    # public endpoints ignore the header and are not limited by it; without a header nothing is checked
+    assert call(a.url, "GET", "/frontdoor/default/ca", guesser, token="fdk_guess32")[0] == 200
+    assert call(a.url, "GET", "/healthz", guesser, token="fdk_guess33")[0] == 200
+    assert call(a.url, "GET", "/frontdoor/default", guesser)[0] == 401
 
 
 def test_metrics_show_issued_and_refused_with_two_workers(gateways, csr):
