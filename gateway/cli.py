@@ -229,6 +229,10 @@ def cmd_serve(args) -> int:
             check_files(args.tls_cert, args.tls_key)
         if args.forwarded_allow_ips is not None:
             parse_forwarded_allow_ips(args.forwarded_allow_ips)
+        if args.tls_self:
+            from frontdoor_pki.signers.local_tls import normalize_names
+
+            normalize_names(args.tls_self)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     env = dict(os.environ)

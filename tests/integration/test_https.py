@@ -215,31 +215,44 @@ def test_tls_self_with_two_workers(tmp_path):
     assert oct(os.stat(os.path.join(state, "tls", "server.key")).st_mode & 0o777) == "0o600"
 
 
-def _serve(args, tmp_path, timeout=30):
-    return subprocess.run(
-        [GATEWAY_BIN, "serve", "--state-dir", str(tmp_path / "s"), "--port", str(free_port())] + args,
-        capture_output=True, text=True, timeout=timeout,
+def test_plain_http_off_loopback_is_refused_by_the_command(tmp_path):
+    result = subprocess.run(
+        [GATEWAY_BIN, "serve", "--state-dir", str(tmp_path / "s"), "--port", str(free_port()), "--host", "0.0.0.0"],
+        capture_output=True, text=True, timeout=60,
         env={k: v for k, v in os.environ.items() if not k.startswith("FRONTDOOR_")},
     )
-
-
-@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10"])
-def test_plain_http_off_loopback_is_refused(tmp_path, host):
-    result = _serve(["--host", host], tmp_path)
     assert result.returncode == 2
-    assert "refusing plain HTTP on %s" % host in result.stderr and "--insecure-http" in result.stderr
+    assert "refusing plain HTTP on 0.0.0.0" in result.stderr and "--insecure-http" in result.stderr
+    assert not os.path.exists(tmp_path / "s")  # refused before anything was created
+
+
+def _serve_in_process(args, tmp_path, monkeypatch, capsys) -> tuple:
+    """`frontdoor-gateway serve ARGS` in this process: every case here stops before uvicorn would start."""
+    from frontdoor_gateway.cli import main
+
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"):  # serve drops them; restored after
+        monkeypatch.delenv(name, raising=False)
+    code = main(["serve", "--state-dir", str(tmp_path / "s"), "--port", str(free_port())] + args)
+    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, message", [
+    (["--host", "::"], "refusing plain HTTP on ::"),
+    (["--host", "192.0.2.10"], "refusing plain HTTP on 192.0.2.10"),
     (["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"], "/nonexistent.pem: no such file"),
-    (["--tls-cert", "/etc/hostname"], "--tls-cert and --tls-key go together"),
+    (["--tls-cert", "{junk}"], "--tls-cert and --tls-key go together"),
+    (["--tls-cert", "{junk}", "--tls-key", "{junk}"], "not a PEM certificate and its matching"),
+    (["--tls-self", "localhost", "--tls-cert", "a", "--tls-key", "b"], "either --tls-self or --tls-cert"),
     (["--tls-self", "bad_name!"], "neither an IP address nor a DNS host name"),
     (["--forwarded-allow-ips", "*"], "'*' would let any client set its own address"),
     (["--forwarded-allow-ips", "proxy.example"], "is not an IP address or network"),
 ])
-def test_bad_tls_and_proxy_options_are_a_clear_error(tmp_path, args, message):
-    result = _serve(args, tmp_path)
-    assert result.returncode == 2 and message in result.stderr, result.stderr
+def test_bad_tls_and_proxy_options_are_a_clear_error(tmp_path, monkeypatch, capsys, args, message):
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    code, err = _serve_in_process([a.replace("{junk}", str(junk)) for a in args], tmp_path, monkeypatch, capsys)
+    assert code == 2 and message in err, err
+    assert not os.path.exists(tmp_path / "s")  # refused before anything was created
 
 
 def _get_from(source: str, port: int, path: str, headers: dict) -> http.client.HTTPResponse:
