@@ -42,9 +42,14 @@ def check_files(cert_path: str, key_path: str) -> None:
             raise ValueError("%s: no such file" % path) from None
         except OSError as exc:
             raise ValueError("%s: cannot be read by this user (%s)" % (path, exc.strerror)) from None
+    def encrypted() -> str:
+        # called by OpenSSL only for an encrypted key; without it OpenSSL would prompt on the terminal
+        raise ValueError("%s: the key is encrypted; give the gateway an unencrypted key that only its user can "
+                         "read (e.g. openssl pkey -in %s -out key.pem)" % (key_path, key_path))
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        context.load_cert_chain(cert_path, key_path)
+        context.load_cert_chain(cert_path, key_path, password=encrypted)
     except ssl.SSLError as exc:
         raise ValueError(
             "%s / %s: not a PEM certificate and its matching private key (%s)" % (cert_path, key_path, exc.reason)

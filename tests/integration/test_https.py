@@ -255,6 +255,17 @@ def test_bad_tls_and_proxy_options_are_a_clear_error(tmp_path, monkeypatch, caps
     assert not os.path.exists(tmp_path / "s")  # refused before anything was created
 
 
+def test_an_encrypted_key_is_refused_without_a_prompt(tmp_path, monkeypatch, capsys, operator_tls):
+    with open(operator_tls["server.key"], "rb") as handle:
+        key = serialization.load_pem_private_key(handle.read(), None)
+    encrypted = tmp_path / "encrypted.key"
+    encrypted.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.BestAvailableEncryption(b"secret")))
+    code, err = _serve_in_process(["--tls-cert", operator_tls["server.pem"], "--tls-key", str(encrypted)],
+                                  tmp_path, monkeypatch, capsys)
+    assert code == 2 and "the key is encrypted" in err, err
+
+
 def _get_from(source: str, port: int, path: str, headers: dict) -> http.client.HTTPResponse:
     """A request whose TCP peer address is ``source`` (any 127/8 address is this machine's loopback)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, source_address=(source, 0), timeout=10)
