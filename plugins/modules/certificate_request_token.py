@@ -188,10 +188,12 @@ token:
         key_id:
           description: The EAB key id (the token id).
           type: str
+          returned: always
           sample: token-6f0c8f5e-2a53-4f53-9d1c-1a7f8e2b9c31
         hmac_key:
           description: The EAB HMAC key, base64url without padding.
           type: str
+          returned: always
           sample: 3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
     common_name:
       description: Locked common name, or null if the CSR provides it.
