@@ -89,6 +89,13 @@ tokens:
       type: str
       returned: success
       sample: Ops
+    subject_alt_names:
+      description:
+        - SANs locked into the certificate, by kind (V(dns), V(ip), V(uri), V(email)); kinds without values are left
+          out, and a token without SANs has an empty dict.
+      type: dict
+      returned: success
+      sample: {"dns": ["web-1.example.com"], "uri": ["spiffe://example.org/ns/prod/sa/web"]}
     status:
       description: V(active), V(expired) or V(redeemed).
       type: str
