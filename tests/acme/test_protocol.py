@@ -204,3 +204,56 @@ def test_other_methods_and_paths_are_acme_problems(server):
     wrong_method = requests.get(directory.json()["newAccount"], timeout=10)
     _problem(wrong_method, "malformed", 405)
     _problem(requests.post(server.replace("directory", "nope/x"), data=b"{}", timeout=10), "malformed", 404)
+
+
+def test_racing_accounts_bind_one_and_racing_finalizes_issue_one(gw, new_token, server):
+    """Eight accounts race for one EAB: one is bound. Its two orders finalized at once: one certificate."""
+    import threading
+
+    token = new_token("race.proto.example")
+    keys = [account_key("es256") for _ in range(8)]
+    clients = [library_client(server, key) for key in keys]
+    barrier, outcomes = threading.Barrier(len(keys)), []
+
+    def bind(index):
+        barrier.wait()
+        try:
+            register(clients[index], keys[index], token["acmeEab"])
+            outcomes.append(("bound", index))
+        except messages.Error as exc:
+            outcomes.append((exc.typ, index))
+
+    threads = [threading.Thread(target=bind, args=(i,)) for i in range(len(keys))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [i for kind, i in outcomes if kind == "bound"]
+    assert len(winners) == 1, outcomes
+    assert {kind for kind, _i in outcomes if kind != "bound"} == {"urn:ietf:params:acme:error:unauthorized"}
+
+    client = clients[winners[0]]
+    csrs = [make_csr(shared_key("p256", 84 + i), cn="race.proto.example", sans=["race.proto.example"]).encode()
+            for i in range(2)]
+    orders = [client.new_order(csr) for csr in csrs]
+    barrier, results = threading.Barrier(2), []
+
+    def finalize(order):
+        barrier.wait()
+        try:
+            done = client.finalize_order(order, deadline=datetime.datetime.now() + datetime.timedelta(seconds=30))
+            results.append(("issued", done.fullchain_pem))
+        except messages.Error as exc:
+            results.append((exc.typ, None))
+
+    threads = [threading.Thread(target=finalize, args=(order,)) for order in orders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(kind for kind, _pem in results)[0] == "issued", results
+    assert [kind for kind, _pem in results].count("issued") == 1, results
+    loser = [kind for kind, _pem in results if kind != "issued"][0]
+    assert loser in ("urn:ietf:params:acme:error:unauthorized", "urn:ietf:params:acme:error:rateLimited"), results
+    listed = gw.request("GET", "/frontdoor/default/client-certificates", params={"tokenId": token["id"]}).json()
+    assert listed["totalElements"] == 1

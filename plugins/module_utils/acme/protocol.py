@@ -284,15 +284,16 @@ def parse_inner_key_change(value: Any, outer_url: str) -> Dict[str, Any]:
 
 def eab_for(store, record) -> Optional[Dict[str, str]]:
     """The token's EAB credentials for the answer that shows its secret (create, refresh), or None when the
-    store keeps no ACME state. Made from the server key each time: never stored."""
+    store keeps no ACME state or cannot give its server key now. Made from the server key each time: never stored.
+
+    Why None rather than an error: the token exists already when this runs, and its secret must reach the caller
+    (an error would leave a token nobody can redeem); a refresh shows the EAB again once the key is readable."""
     from ..errors import FrontdoorError
 
     try:
         return eab_credentials(store.acme_server_key(), record)
-    except FrontdoorError as exc:
-        if exc.code == "not_supported":
-            return None
-        raise
+    except (FrontdoorError, OSError):
+        return None
 
 
 def with_eab(view: dict, store, record) -> dict:

@@ -94,7 +94,13 @@ class SQLiteAcmeState:
 
     def acme_server_key(self) -> bytes:
         if self._acme_key is None:
-            self._acme_key = _server_key_file(os.path.join(os.path.dirname(os.path.abspath(self.path)), SERVER_KEY_FILE))
+            from ..errors import StoreUnavailable
+
+            path = os.path.join(os.path.dirname(os.path.abspath(self.path)), SERVER_KEY_FILE)
+            try:
+                self._acme_key = _server_key_file(path)
+            except OSError as exc:
+                raise StoreUnavailable("The ACME server key %s cannot be read or made: %s" % (path, exc)) from None
         return self._acme_key
 
 
