@@ -259,6 +259,11 @@ def cmd_serve(args) -> int:
     # Validate everything (and create the CA and admin token) once, before any worker starts.
     config, service, _auth = build_from_env(env)
     service.close()
+    from .ratelimit import RateLimits
+
+    limits = RateLimits.from_config(config)  # a storage URI that cannot work is a ConfigError now, not per worker
+    if limits is not None:
+        limits.close()
     from .auth import load_admin_token
 
     _token, path, created = load_admin_token(config.state_dir, env)
@@ -294,7 +299,9 @@ def cmd_serve(args) -> int:
     )
     _serve_metrics(args, config)
     tls_options = dict(
-        ssl_certfile=cert_path, ssl_keyfile=key_path, ssl_context_factory=context_factory(args.tls_min_version)
+        ssl_certfile=cert_path, ssl_keyfile=key_path,
+        ssl_context_factory=context_factory(args.tls_min_version, config.state_dir if args.tls_self else None,
+                                            args.tls_self),
     ) if https else {}
     # uvicorn's own supervisor for --workers N: it binds once, spawns the workers on that socket and
     # replaces a worker that dies. Every worker builds its own service from the environment set above.

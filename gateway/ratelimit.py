@@ -37,10 +37,10 @@ import time
 import urllib.parse
 from typing import Callable, Iterable, List, Optional, Tuple
 
-from frontdoor_pki.config import RateLimitPolicy
+from frontdoor_pki.config import ConfigError, RateLimitPolicy
 from frontdoor_pki.errors import FrontdoorError
 from limits import RateLimitItem, parse
-from limits.errors import StorageError
+from limits.errors import ConfigurationError, StorageError
 from limits.storage import Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
@@ -146,6 +146,13 @@ class SQLiteStorage(Storage):
             conn.close()
 
 
+def _without_password(uri: str) -> str:
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.password:
+        return uri.replace(parsed.password, "***")
+    return uri
+
+
 def address_key(address: Optional[str]) -> Optional[str]:
     """The identity an address is limited under: an IPv4 address, or the /64 of an IPv6 one (a single host
     usually holds a whole /64, so limiting single IPv6 addresses would limit nothing)."""
@@ -178,7 +185,10 @@ class RateLimits:
     ) -> None:
         self.policy = policy
         uri = policy.storage or "%s://%s" % (SQLITE_SCHEME, urllib.parse.quote(os.path.join(state_dir, STATE_FILE)))
-        self.storage = storage_from_string(uri, wrap_exceptions=True)
+        try:
+            self.storage = storage_from_string(uri, wrap_exceptions=True)
+        except (ConfigurationError, ValueError) as exc:  # unknown scheme, client library not installed, bad URI
+            raise ConfigError("rateLimits.storage %s: %s" % (_without_password(uri), exc)) from None
         self.uri = uri
         #: the storage answers from this machine (SQLite file, memory): cheap enough to ask from the event loop
         self.local = isinstance(self.storage, SQLiteStorage) or uri.startswith("memory://")

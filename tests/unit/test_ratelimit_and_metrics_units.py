@@ -248,3 +248,9 @@ def test_metrics_address(text, expected):
 def test_metrics_address_refused(text):
     with pytest.raises(ValueError):
         metrics.parse_address(text)
+
+
+def test_a_storage_that_cannot_work_is_a_config_error_without_its_password(tmp_path):
+    with pytest.raises(ConfigError) as refused:
+        _limits(tmp_path, storage="nosuch://user:pw@host:1")
+    assert "rateLimits.storage nosuch://user:***@host:1" in str(refused.value) and "pw@" not in str(refused.value)
