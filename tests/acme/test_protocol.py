@@ -67,7 +67,14 @@ def test_account_keys_and_a_full_order(kind, new_token, server):
     done = client.finalize_order(order, deadline=datetime.datetime.now() + datetime.timedelta(seconds=30))
     cert = x509.load_pem_x509_certificates(done.fullchain_pem.encode())[0]
     assert cert.subject.rfc4514_string() == "CN=%s.proto.example" % kind
-    # the same key asking again gets its account back; onlyReturnExisting finds it
+    # the certificate by POST-as-GET, as a PEM chain
+    alg = {"rs256": josepy.RS256, "es256": josepy.ES256, "es384": josepy.ES384}[kind]
+    fetched = _post(done.body.certificate, _signed(key, alg, done.body.certificate, _nonce(server), None, kid=account.uri))
+    assert fetched.status_code == 200 and fetched.headers["Content-Type"] == "application/pem-certificate-chain"
+    assert fetched.text == done.fullchain_pem
+    # account update (contact), then the same key asking again gets its account back; onlyReturnExisting finds it
+    updated = client.update_registration(account, messages.Registration(contact=("mailto:new@example.com",)))
+    assert updated.body.contact == ("mailto:new@example.com",)
     assert _existing(server, key) == account.uri
 
 
