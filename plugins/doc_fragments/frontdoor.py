@@ -99,8 +99,8 @@ options:
     type: str
 requirements:
   - cryptography >= 42 (when the module runs the engine or makes keys and CSRs)
-  - requests (with O(gateway_url) or O(backend=vault))
-  - hvac (with O(backend=vault))
+  - jwcrypto (where a certificate renews itself with the current one, the key's host)
+  - hvac and requests (with O(backend=vault)); a gateway (O(gateway_url)) needs nothing beyond ansible-core
 notes:
   - Token secrets are never stored, only their SHA-256 hashes, and never appear in the module's logs.
 """
