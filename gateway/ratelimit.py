@@ -188,7 +188,9 @@ class RateLimits:
         try:
             self.storage = storage_from_string(uri, wrap_exceptions=True)
         except (ConfigurationError, ValueError) as exc:  # unknown scheme, client library not installed, bad URI
-            raise ConfigError("rateLimits.storage %s: %s" % (_without_password(uri), exc)) from None
+            password = urllib.parse.urlparse(uri).password
+            why = str(exc).replace(password, "***") if password else str(exc)  # limits' message repeats the URI
+            raise ConfigError("rateLimits.storage %s: %s" % (_without_password(uri), why)) from None
         self.uri = uri
         #: the storage answers from this machine (SQLite file, memory): cheap enough to ask from the event loop
         self.local = isinstance(self.storage, SQLiteStorage) or uri.startswith("memory://")
