@@ -34,7 +34,7 @@ from frontdoor_pki.tokens import (
     redact,
 )
 from frontdoor_pki.views import certificate_view, page_view, token_view
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, WithJsonSchema
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
@@ -43,6 +43,7 @@ from starlette.routing import Match
 from . import __version__
 from .acme import acme_router
 from .auth import Authenticator, load_admin_token
+from .client_cert import ProxyClientCertificate
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import RedemptionMetrics, TokenStatusCollector, exposition, instrument, registry_with
 from .metrics import rate_limited as count_rate_limited
@@ -80,17 +81,30 @@ _CRL = {"description": "The CRL: DER (format=der) or PEM (format=pem).", "conten
     "application/x-pem-file": {"schema": {"type": "string"}},
 }}
 
+def _whole(value: float) -> int:
+    """JSON Schema's integer includes 768.0: a whole float is that integer, any other float is refused."""
+    if not value.is_integer():
+        raise ValueError("must be a whole number of seconds")
+    return int(value)
+
+
 # What frontdoor_pki.tokens.parse_duration reads (seconds, or numbers with units), for the document and validation
-_DURATION_PATTERN = r"^ *([0-9]+w *)?([0-9]+d *)?([0-9]+h *)?([0-9]+m *)?([0-9]+s?)? *$"
+_DURATION_PATTERN = r"^\s*([0-9]+w *)?([0-9]+d *)?([0-9]+h *)?([0-9]+m *)?([0-9]+s?)?\s*$"
 # The request fields as the document shows them: what JSON Schema can state of the engine's rules
 # (frontdoor_pki.tokens). The engine still checks every rule, also those no schema can state: printable text
 # (str.isprintable), a time in the future, a lifetime within the frontdoor's maximum.
-Duration = Annotated[Union[StrictInt, StrictStr], WithJsonSchema({"anyOf": [
+Duration = Annotated[Union[StrictInt, Annotated[StrictFloat, AfterValidator(_whole)], StrictStr], WithJsonSchema({"anyOf": [
     {"type": "integer", "minimum": 1, "maximum": DURATION_MAX},
     {"type": "string", "minLength": 1, "maxLength": DURATION_TEXT_MAX, "pattern": _DURATION_PATTERN},
 ]})]
-Name = Annotated[StrictStr, WithJsonSchema({"type": "string", "minLength": 1, "maxLength": NAME_MAX})]
-SubjectText = Annotated[StrictStr, WithJsonSchema({"type": "string", "maxLength": SUBJECT_FIELD_MAX})]
+# Patterns leave out only what the engine refuses in every case: control characters (in a subject field, those
+# that are not white space, since a field of white space only is accepted as "not locked").
+Name = Annotated[StrictStr, WithJsonSchema(
+    {"type": "string", "minLength": 1, "maxLength": NAME_MAX, "pattern": r"^[^\x00-\x1f\x7f-\x9f]*$"}
+)]
+SubjectText = Annotated[StrictStr, WithJsonSchema(
+    {"type": "string", "maxLength": SUBJECT_FIELD_MAX, "pattern": r"^[^\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]*$"}
+)]
 Timestamp = Annotated[StrictStr, WithJsonSchema(
     {"type": "string", "format": "date-time", "maxLength": TIMESTAMP_TEXT_MAX}
 )]
@@ -301,6 +315,7 @@ def create_app(
     rate_limits: Optional[RateLimits] = None,
     metrics: bool = True,
     metrics_route: bool = True,
+    client_certificate_header: Optional[Dict[str, Any]] = None,
 ) -> FastAPI:
     """``rate_limits``: the limiter (None: no limits). ``metrics``: instrument the store and signers and count
     redemptions; ``metrics_route``: serve them at ``GET /metrics`` (off when ``serve --metrics-address`` serves
@@ -346,6 +361,8 @@ def create_app(
         app.add_middleware(RedemptionMetrics, frontdoors=service.frontdoors)
     install(app)  # /openapi.json: no 422 anywhere, 400/500 on every operation (gateway/openapi.py)
     app.state.service = service
+    # renewal behind a proxy doing mTLS: the certificate it verified, from its header (gateway/client_cert.py)
+    proxy_certificates = ProxyClientCertificate(client_certificate_header) if client_certificate_header else None
 
     @app.exception_handler(FrontdoorError)
     async def _frontdoor_error(request: Request, exc: FrontdoorError):
@@ -535,8 +552,16 @@ def create_app(
     def renew(frontdoorId: str, body: RedeemRequest, request: Request, authorization: Optional[str] = AUTHORIZATION):
         """Renewal with the current certificate: `Authorization: Bearer <JWT>` signed by the current certificate's
         key, the certificate in the JWT's x5c header, aud = this path, exp at most 5 minutes after iat, a jti used
-        once (docs/api.md, Renewal). The body is the usual CSR (same key or a new one)."""
-        result = service.renew(frontdoorId, authorization, body.value, body.type, source=client_address(request))
+        once (docs/api.md, Renewal). The body is the usual CSR (same key or a new one). Behind a proxy that verifies
+        client certificates, its header may stand for the JWT (clientCertificateHeader)."""
+        try:
+            proxied = proxy_certificates.certificate(request, authorization) if proxy_certificates else None
+        except FrontdoorError as exc:
+            service.audit.emit("renewal.refused", frontdoor=str(frontdoorId)[:64], code=exc.code,
+                               reason=exc.details.get("reason"), message=exc.message, source=client_address(request))
+            raise
+        result = service.renew(frontdoorId, authorization, body.value, body.type, source=client_address(request),
+                               client_certificate=proxied)
         headers = dict(NO_STORE)
         if result.replayed:
             headers["X-Frontdoor-Replayed"] = "true"
@@ -629,4 +654,5 @@ def app_factory():
         # FRONTDOOR_METRICS=off: no instrumentation at all (measuring its cost: docs/operations.md, "Metrics")
         metrics=os.environ.get("FRONTDOOR_METRICS", "on").strip().lower() not in ("off", "false", "0", "no"),
         metrics_route=not os.environ.get("FRONTDOOR_METRICS_ADDRESS"),  # serve --metrics-address serves them
+        client_certificate_header=config.client_certificate_header,
     )

@@ -153,3 +153,17 @@ def test_a_validation_error_is_400_invalid_request_and_405_lists_every_method(ap
         assert set(answer.headers["allow"].split(", ")) == {"GET", "POST", "DELETE"}
         answer = client.put("/frontdoor/default/client-certificates/renew")
         assert answer.headers["allow"] == "POST"
+
+
+def test_a_whole_float_is_the_integer_the_document_allows(app):
+    """JSON Schema's integer includes 3600.0 (Schemathesis sends such values): it is 3600 seconds; 3600.5 is not
+    an integer and is refused like any schema-invalid value."""
+    auth = {"Authorization": "Bearer " + ADMIN}
+    with TestClient(app) as client:
+        answer = client.post("/frontdoor/default/certificate-request-tokens", headers=auth,
+                             json={"name": "whole", "ttl": 3600.0, "certificateTtl": 86400.0})
+        assert answer.status_code == 201, answer.text
+        assert answer.json()["certificateTtl"] == 86400
+        answer = client.post("/frontdoor/default/certificate-request-tokens", headers=auth,
+                             json={"name": "half", "ttl": 3600.5})
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_request"
