@@ -105,6 +105,8 @@ class Instrumented:
         self._ignore = frozenset(ignore)
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_target":  # not set yet (copy, pickle): no recursion through __getattr__
+            raise AttributeError(name)
         value = getattr(self._target, name)
         if name.startswith("_") or not callable(value):
             return value
