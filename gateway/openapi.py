@@ -12,8 +12,8 @@ return, each with the one error body ``{"error": {"code", "message", "details"?}
 (request validation: ``invalid_request``, never 422), ``413`` and ``429`` (``payload_too_large``: a body announced
 over 64 KiB, and ``rate_limited``: an Authorization header from an address over the authentication-failure limit,
 are both refused by middleware before routing, whatever the route; see gateway/ratelimit.py) and ``500``
-(``internal_error``), because any route with a parameter can be sent garbage and any route can hit a bug. The description of each status lists the codes that
-status carries, taken from ``frontdoor_pki.errors.ERROR_STATUS``.
+(``internal_error``), because any route with a parameter can be sent garbage and any route can hit a bug. The
+description of each status lists the codes that status carries, taken from ``frontdoor_pki.errors.ERROR_STATUS``.
 
 The codes are that table, nothing else: ``ErrorCode`` is built from it, so a new code (``FrontdoorError`` refuses
 one that is not in the table) is added in ``plugins/module_utils/errors.py`` only and appears here by itself.
@@ -22,8 +22,9 @@ as optional (``redemption_in_progress``, a locked store or a busy signer send it
 
 ``install(app)`` replaces ``app.openapi`` with one that post-processes FastAPI's generated document through the
 public ``fastapi.openapi.utils.get_openapi``: it drops the ``422`` FastAPI adds on its own to every route with
-parameters (this gateway answers ``400 invalid_request`` instead) and puts ``400``/``413``/``429``/``500`` on any operation
-that did not use ``errors()``, so a forgotten route is still truthful about validation errors, limits and bugs.
+parameters (this gateway answers ``400 invalid_request`` instead) and puts ``400``/``413``/``429``/``500`` on any
+operation that did not use ``errors()``, so a forgotten route is still truthful about validation errors, limits and
+bugs. Success bodies are documented with the models of gateway/schemas.py.
 """
 
 from __future__ import annotations
