@@ -209,7 +209,7 @@ class UrlsGatewayClient:
     def _timeout_error(self, method: str, path: str) -> FrontdoorError:
         return FrontdoorError(
             "gateway_unavailable",
-            "The gateway at %s did not answer %s %s within %.0f seconds (timeout)."
+            "The gateway at %s did not answer %s %s within %g seconds (timeout)."
             % (self.base_url, method, redact(path), self.timeout),
         )
 
