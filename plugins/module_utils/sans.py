@@ -16,10 +16,12 @@ Decisions (docs/api.md says the same):
   wildcards**: a client certificate names one identity, and a ``*`` a relying party might match
   against many hosts is not something a single-use token should hand out.
 - **IP**: IPv4 or IPv6 as ``ipaddress`` reads it (no leading zeros, no zone ``%eth0``, no
-  networks), kept in its compressed form (``2001:db8::1``).
-- **URI**: absolute, ``scheme:rest`` with an RFC 3986 scheme, printable ASCII without spaces,
-  at most 1024 characters; when it has an authority (``//``) the host must not be empty. SPIFFE
-  IDs (``spiffe://example.org/ns/prod/sa/api``) are the common case. The scheme is lower-cased.
+  networks, no IPv4-mapped IPv6, which Go-based signers write as IPv4), kept in its compressed
+  form (``2001:db8::1``).
+- **URI**: absolute, ``scheme:rest`` with an RFC 3986 scheme, RFC 3986 characters only (no spaces,
+  no brackets, ``%`` only as ``%HH``), at most 1024 characters; when it has an authority (``//``)
+  the host must not be empty. SPIFFE IDs (``spiffe://example.org/ns/prod/sa/api``) are the common
+  case. The scheme is lower-cased.
 - **email**: ``local@domain``, ASCII, local part 1..64 printable characters without spaces,
   ``@``, ``,`` or quotes, domain a DNS name as above (lower-cased), at most 254 in all.
 - No value may contain a comma: Vault's sign API takes SANs as comma-separated lists, and a
@@ -46,8 +48,9 @@ IP_TEXT_MAX = 45  # the longest IPv6 text form (IPv4-mapped, uncompressed)
 
 _LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _SCHEME_RE = re.compile(r"[a-z][a-z0-9+.-]{0,31}")
-# printable ASCII but space, and none of the characters RFC 3986 never allows in a URI
-_URI_CHARS_RE = re.compile(r"[!#-;=?-\[\]_a-z~]+", re.IGNORECASE)
+# RFC 3986's characters (unreserved, reserved but the brackets, and %HH escapes): exactly what Go's net/url
+# (Vault, step-ca) reads and writes back unchanged, so the SAN a signer writes is the one approved
+_URI_RE = re.compile(r"(?:[A-Za-z0-9\-._~:/?#@!$&'()*+;=]|%[0-9A-Fa-f]{2})+")
 _EMAIL_LOCAL_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}")
 
 
@@ -89,16 +92,24 @@ def _ip(value: str, index: int) -> str:
     if len(value) > IP_TEXT_MAX or "%" in value or "/" in value:
         raise _bad("ip", index, value, "is not an IPv4 or IPv6 address (no zone, no network)")
     try:
-        return ipaddress.ip_address(value).compressed
+        address = ipaddress.ip_address(value)
     except ValueError:
         raise _bad("ip", index, value, "is not an IPv4 or IPv6 address") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        # Go's x509 (Vault, step-ca) writes these as 4-byte IPv4: the certificate would not match the token
+        raise _bad("ip", index, value, "is an IPv4-mapped IPv6 address: write it as IPv4 (%s)" % address.ipv4_mapped)
+    return address.compressed
 
 
 def _uri(value: str, index: int) -> str:
     if len(value) > URI_MAX:
         raise _bad("uri", index, value, "is longer than %d characters" % URI_MAX)
-    if not value.isascii() or not _URI_CHARS_RE.fullmatch(value):
-        raise _bad("uri", index, value, "has characters a URI cannot hold (spaces, controls, non-ASCII): percent-encode them")
+    if not value.isascii() or not _URI_RE.fullmatch(value):
+        raise _bad(
+            "uri", index, value,
+            "has characters a URI cannot hold (spaces, controls, non-ASCII, brackets, a '%' not followed by two hex "
+            "digits): percent-encode them",
+        )
     scheme, colon, rest = value.partition(":")
     if not colon or not _SCHEME_RE.fullmatch(scheme.lower()) or not rest:
         raise _bad("uri", index, value, "is not an absolute URI (scheme:rest, like spiffe://example.org/ns/prod/sa/api)")

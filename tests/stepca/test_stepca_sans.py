@@ -55,3 +55,16 @@ def test_stepca_token_without_sans_gives_none(service):
     cert = load_cert(service.redeem("default", secret, make_csr(make_key("p256"), cn="x", sans=["evil.example.net"]))
                      .certificate.certificate_pem)
     assert cert_sans(cert) == {}
+
+
+EDGE = {"dns": ["xn--bcher-kva.example", "a-1.b2.example"], "ip": ["0.0.0.0", "::1", "fe80::1"],
+        "uri": ["spiffe://example.org/a!$&'()*+;=:@%41x?q=1#f", "urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66",
+                "https://user@Example.org:8443/p/%2F?x=%20"],
+        "email": ["first.last+tag@example.com", "o'hara@example.com"]}
+
+
+def test_stepca_writes_edge_values_unchanged(service):
+    """Values the rules accept at their edges come back from step-ca exactly (Go's net/url, net, x509)."""
+    _, secret = service.create_token("default", name="stepca-edge", common_name="edge", subject_alt_names=EDGE)
+    cert = load_cert(service.redeem("default", secret, make_csr(make_key("p256"), cn="x")).certificate.certificate_pem)
+    assert cert_sans(cert) == {kind: sorted(values) for kind, values in EDGE.items()}

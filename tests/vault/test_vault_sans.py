@@ -81,3 +81,17 @@ def test_operator_role_that_refuses_uri_sans_leaves_the_token_redeemable(bao, ma
     assert info.value.code == "signer_unavailable", info.value
     token = service.store.find_token_by_hash(hash_secret(secret))
     assert token.state == "active" and token.claim_id is None
+
+
+EDGE = {"dns": ["xn--bcher-kva.example", "a-1.b2.example"], "ip": ["0.0.0.0", "::1", "fe80::1"],
+        "uri": ["spiffe://example.org/a!$&'()*+;=:@%41x?q=1#f", "urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66",
+                "https://user@Example.org:8443/p/%2F?x=%20"],
+        "email": ["first.last+tag@example.com", "o'hara@example.com"]}
+
+
+def test_vault_writes_edge_values_unchanged(bao, make_vault_service):
+    """Values the rules accept at their edges come back from OpenBao exactly (Go's net/url, net, x509)."""
+    service, _ = make_vault_service(bao)
+    _, secret = service.create_token("default", name="vault-edge", common_name="edge", subject_alt_names=EDGE)
+    cert = load_cert(service.redeem("default", secret, make_csr(make_key("p256"), cn="x")).certificate.certificate_pem)
+    assert cert_sans(cert) == {kind: sorted(values) for kind, values in EDGE.items()}
