@@ -92,6 +92,9 @@ class Config:
     #: the client. Checked and applied by the gateway (`serve --forwarded-allow-ips` overrides it)
     forwarded_allow_ips: List[str] = dataclasses.field(default_factory=list)
     rate_limits: RateLimitPolicy = dataclasses.field(default_factory=RateLimitPolicy)
+    #: renewal behind a TLS-terminating proxy that verifies client certificates: None, or {"header": name,
+    #: "format": "nginx"|"envoy", "proxies": [IPs/CIDRs]} (the header is believed only from those addresses)
+    client_certificate_header: Optional[Dict[str, Any]] = None
 
 
 _RATE_LIMIT_KEYS = {
@@ -229,6 +232,7 @@ def load_config(
     known = {"backend", "stateDir", "claimLeaseSeconds", "audit", "vault", "stepCa", "frontdoors", "apiTokens", "sqlite"}
     known.add("forwardedAllowIps")
     known.add("rateLimits")
+    known.add("clientCertificateHeader")
     unknown = set(data) - known
     if unknown:
         raise ConfigError("unknown configuration key(s): %s (known: %s)" % (", ".join(sorted(unknown)), ", ".join(sorted(known))))
@@ -273,6 +277,7 @@ def load_config(
         source=source,
         forwarded_allow_ips=_address_list(data.get("forwardedAllowIps"), "forwardedAllowIps"),
         rate_limits=_rate_limits(data, env),
+        client_certificate_header=_client_certificate_header(data),
     )
     if not isinstance(data.get("apiTokens") or [], list):
         raise ConfigError("apiTokens must be a list")
@@ -341,6 +346,49 @@ def build_signer(config: Config, frontdoor_id: str):
 
         return build_stepca_signer(config, frontdoor_id, options)
     return LocalCASigner(config.state_dir, frontdoor_id)
+
+
+def _client_certificate_header(data: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    """``clientCertificateHeader: {header: X-SSL-Client-Cert, format: nginx, proxies: [10.0.0.5]}`` checked.
+
+    The proxies must not also be in forwardedAllowIps: uvicorn replaces a trusted proxy's address with the client's
+    from X-Forwarded-For before the gateway sees the request, and the header is only believed from a proxy's own
+    address (such requests would be refused, never wrongly believed, but the configuration would not work)."""
+    import ipaddress
+
+    section = _mapping(data, "clientCertificateHeader")
+    if not section:
+        return None
+    unknown = set(section) - {"header", "format", "proxies"}
+    if unknown:
+        raise ConfigError("clientCertificateHeader: unknown key(s) %s (known: header, format, proxies)"
+                          % ", ".join(sorted(unknown)))
+    header = section.get("header")
+    fmt = str(section.get("format") or "nginx").lower()
+    if not isinstance(header, str) or not header.strip() or any(c in header for c in " :\r\n"):
+        raise ConfigError("clientCertificateHeader.header must be a header name, e.g. X-SSL-Client-Cert")
+    if fmt not in ("nginx", "envoy"):
+        raise ConfigError("clientCertificateHeader.format must be nginx ($ssl_client_escaped_cert) or envoy "
+                          "(X-Forwarded-Client-Cert), not %r" % fmt)
+    proxies = _address_list(section.get("proxies"), "clientCertificateHeader.proxies")
+    if not proxies:
+        raise ConfigError("clientCertificateHeader.proxies must list the proxies' addresses: the header is believed "
+                          "only from them")
+    networks = []
+    for item in proxies:
+        try:
+            networks.append(ipaddress.ip_network(item, strict=True))
+        except ValueError:
+            raise ConfigError("clientCertificateHeader.proxies: %r is not an IP address or network" % item) from None
+    for item in _address_list(data.get("forwardedAllowIps"), "forwardedAllowIps"):
+        try:
+            trusted = ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            continue
+        if any(n.version == trusted.version and n.overlaps(trusted) for n in networks):
+            raise ConfigError("clientCertificateHeader.proxies overlaps forwardedAllowIps (%s): the gateway only sees "
+                              "a proxy's own address when that proxy is not trusted for X-Forwarded-For" % item)
+    return {"header": header.strip(), "format": fmt, "proxies": [str(n) for n in networks]}
 
 
 def _address_list(value, where: str) -> List[str]:

@@ -113,9 +113,9 @@ class RenewalToken:
 
     leaf: object  # cryptography.x509.Certificate: the certificate being renewed (x5c[0])
     intermediates: List[object]  # the rest of x5c, as sent
-    jti: str
-    issued_at: _dt.datetime
-    expires_at: _dt.datetime
+    jti: Optional[str]  # None: no JWT (a certificate from a trusted proxy's mTLS handshake)
+    issued_at: Optional[_dt.datetime]
+    expires_at: Optional[_dt.datetime]
     alg: str
 
 
@@ -225,6 +225,58 @@ def verify_token(token: str, audience: str, now: _dt.datetime) -> RenewalToken:
         leaf=leaf, intermediates=certificates[1:], jti=jti, issued_at=_dt.datetime.fromtimestamp(iat, utc),
         expires_at=_dt.datetime.fromtimestamp(exp, utc), alg=alg,
     )
+
+
+PROXY_HEADER_FORMATS = ("nginx", "envoy")
+MAX_PROXY_HEADER = 64 * 1024
+
+
+def certificate_from_proxy_header(value: str, kind: str):
+    """The client certificate a TLS-terminating proxy verified and passed on, as a cryptography certificate.
+
+    ``nginx``: ``$ssl_client_escaped_cert``, the PEM URL-encoded. ``envoy``: ``X-Forwarded-Client-Cert``, elements
+    separated by ``,`` (one per proxy; the last one is the nearest proxy's), each ``key=value`` pairs separated by
+    ``;``, with ``Cert="<URL-encoded PEM>"``. The caller decides whether the header is to be believed (only from a
+    configured proxy's address); this only reads it. Unreadable: invalid_renewal_token (reason ``proxy_header``).
+    """
+    from urllib.parse import unquote
+
+    def bad(why: str) -> FrontdoorError:
+        return _bad_token("The proxy's client certificate header is unreadable (%s)." % why, "proxy_header")
+
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_PROXY_HEADER:
+        raise bad("empty or too long")
+    if kind == "envoy":
+        pem = None
+        for pair in _split_unquoted(_split_unquoted(value, ",")[-1], ";"):
+            name, _sep, item = pair.partition("=")
+            if name.strip().lower() == "cert":
+                item = item.strip()
+                pem = item[1:-1] if len(item) >= 2 and item[0] == item[-1] == '"' else item
+        if not pem:
+            raise bad("no Cert= element")
+        value = pem
+    elif kind != "nginx":
+        raise ValueError("unknown proxy header format %r" % kind)
+    try:
+        return x509.load_pem_x509_certificate(unquote(value.strip()).encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        raise bad("not a URL-encoded PEM certificate") from None
+
+
+def _split_unquoted(text: str, sep: str) -> List[str]:
+    """``text`` split at ``sep`` outside double quotes (XFCC quotes values that hold , ; or =)."""
+    parts, current, quoted = [], [], False
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+        if char == sep and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
 
 
 def chains_to(leaf, intermediates: Sequence[object], issuer_pems: Sequence[str], at: _dt.datetime) -> bool:
@@ -352,21 +404,30 @@ class Renewer:
 
     # -- the protocol ------------------------------------------------------------------------
     def renew(
-        self, frontdoor_id: str, authorization: Optional[str], csr_pem, csr_type="CSR", *, source: Optional[str] = None
+        self, frontdoor_id: str, authorization: Optional[str], csr_pem, csr_type="CSR", *, source: Optional[str] = None,
+        client_certificate=None,
     ) -> Redemption:
+        """``client_certificate``: a certificate that a TLS-terminating proxy the gateway trusts has verified in its
+        mTLS handshake (a cryptography certificate); it stands for the JWT, which is then not needed (the handshake
+        proved possession of the key, and nothing can be replayed). A JWT, when sent too, is what counts."""
         service = self.service
         previous_id = None
         try:
             settings = self._settings(frontdoor_id)
-            token = verify_token(bearer(authorization), renewal_path(settings.id), service.clock())
+            if client_certificate is not None and not (isinstance(authorization, str) and authorization.strip()):
+                token = RenewalToken(leaf=client_certificate, intermediates=[], jti=None, issued_at=None,
+                                     expires_at=None, alg="mtls")
+            else:
+                token = verify_token(bearer(authorization), renewal_path(settings.id), service.clock())
             csr, public_key = csrmod.load_csr_and_key(csr_pem, csr_type)
             spki = csrmod.public_key_der(public_key)
             key_hash = csrmod.public_key_sha256(public_key, spki)
             now = service.clock()
             current = self._current(settings, token, now)
             previous_id = current.id
-            expires = token.expires_at + _dt.timedelta(seconds=CLOCK_SKEW)
-            if not service.store.use_renewal_jti(jti_key(settings.id, current.id, token.jti), expires, now):
+            if token.jti is not None and not service.store.use_renewal_jti(
+                jti_key(settings.id, current.id, token.jti), token.expires_at + _dt.timedelta(seconds=CLOCK_SKEW), now
+            ):
                 raise FrontdoorError(
                     "renewal_token_replayed",
                     "This renewal JWT (jti) was used before; make a new JWT for every request.",

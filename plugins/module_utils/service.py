@@ -467,12 +467,16 @@ class FrontdoorService:
             raise
 
     def renew(
-        self, frontdoor_id: str, authorization: Optional[str], csr_pem, csr_type="CSR", *, source: Optional[str] = None
+        self, frontdoor_id: str, authorization: Optional[str], csr_pem, csr_type="CSR", *, source: Optional[str] = None,
+        client_certificate=None,
     ) -> Redemption:
-        """Renewal with the current certificate (a JWT signed by its key); the rules are in renewal.py."""
+        """Renewal with the current certificate (a JWT signed by its key, or ``client_certificate``: one a trusted
+        proxy verified in its mTLS handshake); the rules are in renewal.py."""
         from .renewal import Renewer
 
-        return Renewer(self).renew(frontdoor_id, authorization, csr_pem, csr_type, source=source)
+        return Renewer(self).renew(
+            frontdoor_id, authorization, csr_pem, csr_type, source=source, client_certificate=client_certificate
+        )
 
     def redeem_bound(
         self, frontdoor_id: str, token_id: str, csr_pem, *, renewal: bool = False, source: Optional[str] = None
