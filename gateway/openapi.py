@@ -94,7 +94,7 @@ def _response(status: int) -> Dict[str, Any]:
 
 
 def errors(*statuses: int) -> Dict[Union[int, str], Dict[str, Any]]:
-    """``responses=`` for a route: the error statuses it can return (400 and 500 are always added).
+    """``responses=`` for a route: the error statuses it can return (400, 413, 429 and 500 are always added).
 
     Merge with success responses by ``{**errors(404), 200: {...}}``; a status without any code in the table
     is refused at import time so the document can never promise an error the gateway cannot send.
@@ -121,10 +121,9 @@ def _post_process(document: Dict[str, Any]) -> Dict[str, Any]:
             for status in _ALWAYS:
                 if str(status) not in responses:
                     entry = _response(status)
-                    responses[str(status)] = {
-                        "description": entry["description"],
-                        "content": {"application/json": {"schema": _error_ref()}},
-                    }
+                    entry.pop("model")
+                    entry["content"] = {"application/json": {"schema": _error_ref()}}
+                    responses[str(status)] = entry
     text = repr(document["paths"])
     for name in ("HTTPValidationError", "ValidationError"):
         if "#/components/schemas/%s'" % name not in text:

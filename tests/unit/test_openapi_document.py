@@ -140,6 +140,7 @@ def test_install_strips_422_and_adds_the_error_statuses_to_a_bare_route():
     responses = app.openapi()["paths"]["/bare/{number}"]["get"]["responses"]
     assert set(responses) == {"200", "400", "413", "429", "500"}
     assert responses["400"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    assert responses["429"]["headers"]["Retry-After"]["required"] is True
     assert "Error" in app.openapi()["components"]["schemas"]
 
 
