@@ -44,7 +44,6 @@ from . import __version__
 from .acme import acme_router
 from .auth import Authenticator, load_admin_token
 from .client_cert import ProxyClientCertificate
-from .client_cert import ProxyClientCertificate
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import RedemptionMetrics, TokenStatusCollector, exposition, instrument, registry_with
 from .metrics import rate_limited as count_rate_limited
@@ -362,8 +361,6 @@ def create_app(
         app.add_middleware(RedemptionMetrics, frontdoors=service.frontdoors)
     install(app)  # /openapi.json: no 422 anywhere, 400/500 on every operation (gateway/openapi.py)
     app.state.service = service
-    # renewal behind a proxy doing mTLS: the certificate it verified, from its header (gateway/client_cert.py)
-    proxy_certificates = ProxyClientCertificate(client_certificate_header) if client_certificate_header else None
     # renewal behind a proxy doing mTLS: the certificate it verified, from its header (gateway/client_cert.py)
     proxy_certificates = ProxyClientCertificate(client_certificate_header) if client_certificate_header else None
 
