@@ -120,3 +120,16 @@ def test_alg_none_and_hmac_with_the_public_key_are_refused(service, current):
     token.make_signed_token(jwk.JWK(kty="oct", k=b64url(secret)))
     error = refused(service, current, "Bearer " + token.serialize())
     assert error.code == "invalid_renewal_token" and error.details["reason"] == "alg"
+
+
+@settings(deadline=None)
+@given(st.text(max_size=400), st.sampled_from(["nginx", "envoy"]))
+def test_any_proxy_header_value_is_a_certificate_or_invalid_renewal_token(value, kind):
+    """What a proxy header may hold (the gateway believes it only from a configured proxy, but reads it all the
+    same): a certificate, or invalid_renewal_token; never another exception."""
+    from frontdoor_pki.renewal import certificate_from_proxy_header
+
+    try:
+        certificate_from_proxy_header(value, kind)
+    except FrontdoorError as exc:
+        assert exc.code == "invalid_renewal_token" and exc.details["reason"] == "proxy_header"
