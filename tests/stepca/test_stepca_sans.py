@@ -8,6 +8,8 @@ import ipaddress
 
 import pytest
 from cryptography import x509
+from frontdoor_pki.errors import FrontdoorError
+from frontdoor_pki.model import SubjectAltNames
 from support.crypto import load_cert, make_csr, make_key
 
 pytestmark = pytest.mark.stepca
@@ -68,3 +70,32 @@ def test_stepca_writes_edge_values_unchanged(service):
     _, secret = service.create_token("default", name="stepca-edge", common_name="edge", subject_alt_names=EDGE)
     cert = load_cert(service.redeem("default", secret, make_csr(make_key("p256"), cn="x")).certificate.certificate_pem)
     assert cert_sans(cert) == {kind: sorted(values) for kind, values in EDGE.items()}
+
+
+def test_a_template_from_before_sans_refuses_tokens_with_sans_and_says_to_reinstall(tmp_path, make_service):
+    """Upgrading without reinstalling the template: a token with SANs gets signer_error (the certificate without
+    them is revoked, never handed out), the token stays redeemable; tokens without SANs keep working."""
+    from frontdoor_pki.signers.stepca import x509_template_text
+    from support.stepca import StepCA
+
+    text = x509_template_text()
+    start, end = text.index("{{- if .Token.frontdoor.sans }}"), text.index("{{- end }}\n", text.index('"sans": [],'))
+    old = text[:start] + '  "sans": [],\n' + text[end + len("{{- end }}\n"):]
+    assert ".sans" not in old and '"sans": [],' in old
+    ca = StepCA.create(str(tmp_path / "ca"), template={"x509": {"template": old}})
+    ca.start()
+    try:
+        service = make_service(ca)
+        record, secret = service.create_token("default", name="old-template", common_name="old.example",
+                                              subject_alt_names={"dns": ["old.example"]})
+        with pytest.raises(FrontdoorError) as info:
+            service.redeem("default", secret, make_csr(make_key("p256"), cn="x"))
+        error = info.value
+        assert error.code == "signer_error" and "subject alternative names" in error.message
+        assert "was revoked" in error.message and "step-ca-template" in error.message
+        assert service.get_token("default", record.id).status() == "active"
+        _, plain = service.create_token("default", name="no-sans", common_name="plain.example")
+        assert service.redeem("default", plain, make_csr(make_key("p256"), cn="x")).certificate.subject_alt_names == \
+            SubjectAltNames()
+    finally:
+        ca.stop()
