@@ -6,6 +6,13 @@ worker. It has no option for a minimum protocol version (``ssl_version`` picks t
 OpenSSL build allows), so the minimum is set through its public ``ssl_context_factory`` hook:
 uvicorn's default context, then ``minimum_version``. The factory is a module-level function
 (wrapped in ``functools.partial``) so that it pickles into uvicorn's spawned workers.
+
+uvicorn calls the factory each time a worker starts: at start, when its supervisor replaces a worker
+that died, and on SIGHUP (``--workers`` 2 or more), when it replaces every worker, the new one in
+service before the old one goes. So a SIGHUP makes the gateway read renewed ``--tls-cert`` files
+without dropping its socket, and with ``--tls-self`` the factory first asks the local CA for the
+certificate again, which renews it when it nears its end (the CA's file lock keeps workers from
+issuing two).
 """
 
 from __future__ import annotations
@@ -13,22 +20,31 @@ from __future__ import annotations
 import functools
 import ipaddress
 import ssl
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 MIN_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
-def _context(minimum: str, _config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+def _context(
+    minimum: str, self_state_dir: Optional[str], self_names: Optional[Sequence[str]], _config,
+    default: Callable[[], ssl.SSLContext],
+) -> ssl.SSLContext:
+    if self_state_dir is not None and self_names:
+        from frontdoor_pki.signers.local_tls import ensure_server_certificate
+
+        ensure_server_certificate(self_state_dir, self_names)  # same files: reused, or renewed in place
     context = default()
     context.minimum_version = MIN_VERSIONS[minimum]
     return context
 
 
-def context_factory(minimum: str = "1.2"):
-    """uvicorn ``ssl_context_factory``: its own context with TLS ``minimum`` (1.2 or 1.3) as the floor."""
+def context_factory(minimum: str = "1.2", self_state_dir: Optional[str] = None,
+                    self_names: Optional[Sequence[str]] = None):
+    """uvicorn ``ssl_context_factory``: its own context with TLS ``minimum`` (1.2 or 1.3) as the floor;
+    with ``self_state_dir``/``self_names`` (``--tls-self``) the certificate is renewed first when due."""
     if minimum not in MIN_VERSIONS:
         raise ValueError("TLS minimum version must be one of %s" % ", ".join(MIN_VERSIONS))
-    return functools.partial(_context, minimum)
+    return functools.partial(_context, minimum, self_state_dir, tuple(self_names) if self_names else None)
 
 
 def check_files(cert_path: str, key_path: str) -> None:

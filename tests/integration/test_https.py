@@ -18,6 +18,7 @@ import ipaddress
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -188,6 +189,25 @@ def test_tls_older_than_1_2_is_refused(https_gateway, operator_tls, tmp_path, ol
     assert requests.get(https_gateway.url + "/healthz", timeout=10, verify=operator_tls["ca.pem"]).ok
 
 
+def _near_end_copy(state: str) -> x509.Certificate:
+    """Replace <state>/tls/server.pem by the same certificate re-signed by the TLS intermediate with 10 days left."""
+    with open(os.path.join(state, "ca", "_gateway-tls", "intermediate.key"), "rb") as handle:
+        issuer_key = serialization.load_pem_private_key(handle.read(), None)
+    path = os.path.join(state, "tls", "server.pem")
+    with open(path, "rb") as handle:
+        old, intermediate = x509.load_pem_x509_certificates(handle.read())[:2]
+    now = dt.datetime.now(dt.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(old.subject).issuer_name(old.issuer).public_key(old.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=80))
+               .not_valid_after(now + dt.timedelta(days=10)))
+    for ext in old.extensions:
+        builder = builder.add_extension(ext.value, ext.critical)
+    near_end = builder.sign(issuer_key, hashes.SHA256())
+    with open(path, "wb") as handle:
+        handle.write(near_end.public_bytes(serialization.Encoding.PEM) + intermediate.public_bytes(serialization.Encoding.PEM))
+    return near_end
+
+
 def test_tls_self_with_two_workers(tmp_path):
     state = str(tmp_path / "state")
     ca_file = os.path.join(state, "tls", "ca.pem")
@@ -208,6 +228,23 @@ def test_tls_self_with_two_workers(tmp_path):
         port = int(gw.url.rsplit(":", 1)[1])
         with pytest.raises((ssl.SSLError, ConnectionResetError)):
             _handshake(port, ssl.TLSVersion.TLSv1_2)  # --tls-min-version 1.3
+
+        # Renewal without a restart: the certificate on disk is swapped for one 10 days from its end (as if the
+        # gateway had run for 80 days); SIGHUP makes uvicorn replace each worker, and each new worker's TLS
+        # context asks the local CA again, which renews it.
+        near_end = _near_end_copy(state)
+        gw.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while gw.log().count("Application startup complete") < 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert gw.log().count("Application startup complete") == 4, gw.log()
+        while gw.log().count("Finished server process") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)  # the old workers are gone: every connection reaches a new one
+        for _ in range(6):
+            served = x509.load_pem_x509_certificate(ssl.get_server_certificate(("127.0.0.1", port)).encode())
+            assert served.serial_number != near_end.serial_number
+            assert served.not_valid_after_utc > dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=80)
+        assert requests.get(gw.url + "/healthz", timeout=10, verify=ca_file).ok
         log = gw.log()
     assert "curl --cacert %s" % ca_file in log
     served = x509.load_pem_x509_certificates(open(os.path.join(state, "tls", "server.pem"), "rb").read())
