@@ -73,8 +73,8 @@ def test_stepca_writes_edge_values_unchanged(service):
 
 
 def test_a_template_from_before_sans_refuses_tokens_with_sans_and_says_to_reinstall(tmp_path, make_service):
-    """Upgrading without reinstalling the template: a token with SANs gets signer_error (the certificate without
-    them is revoked, never handed out), the token stays redeemable; tokens without SANs keep working."""
+    """Upgrading without reinstalling the template: a token with SANs is refused before anything is signed
+    (signer_unavailable naming step-ca-template), the token stays redeemable; tokens without SANs keep working."""
     from frontdoor_pki.signers.stepca import x509_template_text
     from support.stepca import StepCA
 
@@ -91,9 +91,12 @@ def test_a_template_from_before_sans_refuses_tokens_with_sans_and_says_to_reinst
         with pytest.raises(FrontdoorError) as info:
             service.redeem("default", secret, make_csr(make_key("p256"), cn="x"))
         error = info.value
-        assert error.code == "signer_error" and "subject alternative names" in error.message
-        assert "was revoked" in error.message and "step-ca-template" in error.message
+        assert error.code == "signer_unavailable" and "subject alternative names" in error.message
+        assert "step-ca-template" in error.message
         assert service.get_token("default", record.id).status() == "active"
+        # refused before the sign request (the check of a returned certificate would say "step-ca issued ...")
+        assert error.message.startswith("Cannot sign with step-ca") and "issued" not in error.message
+        assert service.list_certificates("default").total == 0
         _, plain = service.create_token("default", name="no-sans", common_name="plain.example")
         assert service.redeem("default", plain, make_csr(make_key("p256"), cn="x")).certificate.subject_alt_names == \
             SubjectAltNames()

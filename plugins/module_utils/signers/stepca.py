@@ -487,8 +487,26 @@ class StepCASigner(Signer):
         return None
 
     # -- Signer interface ------------------------------------------------------------------
+    def sans_template_problem(self) -> Optional[str]:
+        """Why the provisioner's published template cannot write a token's SANs (one printed before SANs
+        existed), or None (it can, or a templateFile cannot be told: the result check catches that)."""
+        try:
+            info = self.provisioner_info() or {}
+        except FrontdoorError:
+            return None
+        template = ((info.get("options") or {}).get("x509") or {}).get("template")
+        if template and ".Token.%s.sans" % CLAIM not in str(template):
+            return (
+                "the JWK provisioner %r has a frontdoor template from before SANs, which would issue the certificate "
+                "without the token's subject alternative names: install the one printed by 'frontdoor-gateway "
+                "step-ca-template' and restart step-ca." % self.provisioner
+            )
+        return None
+
     def sign(self, request: SignRequest) -> IssuedCertificate:
         problem = self.configuration_problem()
+        if not problem and request.subject_alt_names:
+            problem = self.sans_template_problem()
         if problem:
             raise FrontdoorError("signer_unavailable", "Cannot sign with step-ca: %s The token was not used."
                                  % problem, retry_after=30)
