@@ -17,6 +17,7 @@ from acme import errors as acme_errors
 from acme import jws as acme_jws
 from acme import messages
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from support.acme_clients import account_key, library_client, register
 from support.crypto import make_csr, shared_key
 
@@ -264,3 +265,36 @@ def test_racing_accounts_bind_one_and_racing_finalizes_issue_one(gw, new_token, 
     assert loser in ("urn:ietf:params:acme:error:unauthorized", "urn:ietf:params:acme:error:rateLimited"), results
     listed = gw.request("GET", "/frontdoor/default/client-certificates", params={"tokenId": token["id"]}).json()
     assert listed["totalElements"] == 1
+
+
+def test_revocation_by_the_certificate_key_and_refusals(gw, new_token, server):
+    """RFC 8555 §7.6: the account that obtained it, or the certificate's own key; nobody else."""
+    directory = requests.get(server, timeout=10).json()
+    cert_key = shared_key("p256", 88)
+    token = new_token("revoke.proto.example")
+    key = account_key("es256")
+    client = library_client(server, key)
+    register(client, key, token["acmeEab"])
+    order = client.new_order(make_csr(cert_key, cn="revoke.proto.example", sans=["revoke.proto.example"]).encode())
+    done = client.finalize_order(order, deadline=datetime.datetime.now() + datetime.timedelta(seconds=30))
+    cert = x509.load_pem_x509_certificates(done.fullchain_pem.encode())[0]
+    payload = {"certificate": josepy.encode_b64jose(cert.public_bytes(Encoding.DER)), "reason": 1}
+    url = directory["revokeCert"]
+
+    stranger = account_key("es256")  # any other key, and another account, are refused
+    _problem(_post(url, _signed(stranger, josepy.ES256, url, _nonce(server), payload)), "unauthorized", 403)
+    other_token = new_token("other.proto.example")
+    other_key = account_key("es256")
+    other = register(library_client(server, other_key), other_key, other_token["acmeEab"])
+    _problem(_post(url, _signed(other_key, josepy.ES256, url, _nonce(server), payload, kid=other.uri)),
+             "unauthorized", 403)
+    _problem(_post(url, _signed(key, josepy.ES256, url, _nonce(server), dict(payload, reason=7))),
+             "badRevocationReason", 400)
+
+    by_cert_key = _signed(josepy.JWKEC(key=cert_key), josepy.ES256, url, _nonce(server), payload)
+    answer = _post(url, by_cert_key)
+    assert answer.status_code == 200, answer.text
+    record = gw.request("GET", "/frontdoor/default/client-certificates", params={"tokenId": token["id"]}).json()
+    assert record["content"][0]["revokedAt"] is not None
+    _problem(_post(url, _signed(josepy.JWKEC(key=cert_key), josepy.ES256, url, _nonce(server), payload)),
+             "alreadyRevoked", 400)

@@ -629,6 +629,21 @@ class AcmeServer:
         text = "".join(pem if pem.endswith("\n") else pem + "\n" for pem in chain)
         return Reply(200, text, content_type="application/pem-certificate-chain")
 
+    def _issued_here(self, frontdoor_id: str, certificate, der: bytes):
+        """The record of this frontdoor's certificate byte for byte equal to ``der``, or None."""
+        try:
+            not_before = certificate.not_valid_before_utc
+        except Exception:  # noqa: BLE001
+            not_before = None
+        record = self.store.find_certificate_by_serial(frontdoor_id, format(certificate.serial_number, "x"), not_before)
+        if record is None:
+            return None
+        try:
+            stored = x509.load_pem_x509_certificate(record.certificate_pem.encode("ascii")).public_bytes(Encoding.DER)
+        except ValueError:
+            return None
+        return record if stored == der else None
+
     def _revoke(self, ctx: _Context, _arg: str) -> Reply:
         fd = ctx.frontdoor_id
         payload = ctx.request.payload_json() or {}
@@ -639,33 +654,36 @@ class AcmeServer:
             certificate = messages.Revocation.from_json(dict(payload, reason=reason)).certificate
         except Exception:  # noqa: BLE001
             raise AcmeProblem("malformed", "certificate must be a DER certificate, base64url-encoded.") from None
-        if ctx.account is None:
-            raise AcmeProblem(
-                "unauthorized", "Revoke with the account that obtained the certificate (kid); revocation signed "
-                "by the certificate's key is not supported here.",
-            )
-        token = self._live(ctx, allow_revoked=True)
         der = certificate.public_bytes(Encoding.DER)
-        serial = format(certificate.serial_number, "x")
-        page = self.store.list_certificates(fd, page=0, size=1000, token_id=token.id)
-        match = None
-        for record in page.items:
-            if record.serial_number.lstrip("0") == serial.lstrip("0"):
-                try:
-                    same = x509.load_pem_x509_certificate(record.certificate_pem.encode("ascii")).public_bytes(Encoding.DER)
-                except ValueError:
-                    continue
-                if same == der:
-                    match = record
-        if match is None:
-            raise AcmeProblem("unauthorized", "This account did not obtain that certificate.")
+        match = self._issued_here(fd, certificate, der)
+        if ctx.account is not None:
+            token = self._live(ctx, allow_revoked=True)
+            if match is None or match.token_id != token.id:
+                raise AcmeProblem("unauthorized", "This account did not obtain that certificate.")
+            actor = "acme:%s" % ctx.account[0]["id"]
+        else:
+            # RFC 8555 §7.6: a request signed with the certificate's own key is authorized too
+            try:
+                same_key = _spki(certificate.public_key()) == _spki(ctx.request.jwk.public_key().key)
+            except Exception:  # noqa: BLE001 - an unreadable certificate key is simply not this key
+                same_key = False
+            if match is None or not same_key:
+                raise AcmeProblem("unauthorized", "Sign with the account that obtained the certificate (kid) or with "
+                                  "the certificate's own key (jwk).")
+            actor = "acme:certificate-key"
         if match.revoked_at is not None:
             raise AcmeProblem("alreadyRevoked", "The certificate was revoked at %s." % isoformat(match.revoked_at))
         try:
-            self.service.revoke_certificate(fd, match.id, actor="acme:%s" % ctx.account[0]["id"])
+            self.service.revoke_certificate(fd, match.id, actor=actor)
         except FrontdoorError as exc:
             raise from_engine(exc) from None
         return Reply(200, None)
+
+
+def _spki(public_key) -> bytes:
+    from cryptography.hazmat.primitives.serialization import PublicFormat
+
+    return public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
 @dataclasses.dataclass
