@@ -231,7 +231,7 @@ class FrontdoorService:
         try:
             emit_required(
                 self.audit, "token.created", actor=actor, frontdoor=settings.id, tokenId=record.id, name=name,
-                expiresAt=isoformat(expiry),
+                expiresAt=isoformat(expiry), subjectAltNames=sans.to_dict() or None,
             )
         except FrontdoorError:
             # No audit line, no token: its secret was never shown, so removing it takes nothing from anyone.
@@ -632,6 +632,7 @@ class FrontdoorService:
                 frontdoor=settings.id,
                 tokenId=claimed.id, certificateId=certificate.id, serial=certificate.serial_number,
                 commonName=subject.common_name, notAfter=isoformat(certificate.not_after), source=source,
+                subjectAltNames=certificate.subject_alt_names.to_dict() or None,
             )
         except FrontdoorError:
             self._discard(signer, certificate, "audit log unavailable")

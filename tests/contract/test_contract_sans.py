@@ -41,6 +41,10 @@ def test_the_certificate_carries_exactly_the_tokens_sans(backend, service):
     again = backend.new_service()  # another gateway on the same state reads them back
     assert again.get_certificate("default", result.certificate.id).subject_alt_names.to_dict() == SANS
     assert again.get_token("default", record.id).subject_alt_names.to_dict() == SANS
+    # the audit log says which SANs were approved and which a certificate got
+    lines = [line for line in backend.audit_lines() if line.get("tokenId") == record.id]
+    assert [line["subjectAltNames"] for line in lines if line["event"] in ("token.created", "token.redeemed")] == \
+        [SANS, SANS]
     # and a token without SANs still gives none, whatever the CSR asks
     _, plain = service.create_token("default", name="plain", common_name="plain.example.com")
     result = service.redeem("default", plain, make_csr(shared_key("p256", 41), cn="device", extensions=[CSR_SANS]))
