@@ -26,6 +26,8 @@ Config file (YAML; every key optional)::
         renewalGrace: 0s      # an expired certificate may still renew itself this long after notAfter
     apiTokens: [...]          # read by the gateway only
     forwardedAllowIps: []     # gateway: reverse proxies trusted for X-Forwarded-For/-Proto (none by default)
+    clientCertificateHeader:  # renewal behind a proxy doing mTLS (docs/api.md, Renewal); none by default
+      {header: X-SSL-Client-Cert, format: nginx, proxies: [10.0.0.5]}   # or format envoy (X-Forwarded-Client-Cert)
     rateLimits:               # gateway; FRONTDOOR_RATE_LIMITS=off turns them all off (test beds)
       enabled: true
       storage: null           # null: SQLite file <state-dir>/ratelimits.db (workers and gateways on one state dir);
