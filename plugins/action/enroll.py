@@ -125,12 +125,14 @@ class ActionModule(ActionBase):
             result["token_deleted"] = self._quietly(params, lambda backend: backend.delete_token(minted["id"]))
         else:
             # tokens of this name that earlier failed runs left unredeemed can never be used: drop them
-            self._quietly(params, lambda backend: [
-                backend.delete_token(t["id"]) for t in backend.list_tokens(name=params["token_name"],
-                                                                             status=["active"])
-                if t["id"] != minted.get("id")
-            ])
+            self._quietly(params, lambda backend: self._drop_orphans(backend, params["token_name"], minted.get("id")))
         return result
+
+    @staticmethod
+    def _drop_orphans(backend, name: str, keep: Optional[str]) -> None:
+        for token in backend.list_tokens(name=name, status=["active"]):
+            if token["id"] != keep:
+                backend.delete_token(token["id"])
 
     # ------------------------------------------------------------------ host side
     def _host_args(self, params: Dict[str, Any]) -> Dict[str, Any]:

@@ -458,8 +458,8 @@ def decide_key(module, params, key, unreadable):
     if policy == "fail":
         module.fail_json(
             msg="The key at %s is %s, not %s as asked (regenerate=fail). Set regenerate=partial_idempotence to "
-                "replace it, or ask for the key that is there." % (params["privatekey_path"], key_description(key),
-                                                                    wanted),
+                "replace it, or ask for the key that is there."
+                % (params["privatekey_path"], key_description(key), wanted),
             error_code="invalid_request",
         )
     return True, "the key at %s is %s, not %s" % (params["privatekey_path"], key_description(key), wanted)
@@ -725,8 +725,8 @@ class Run:
             if params["chain_path"]:
                 changed |= bool(chain_pems) and file_differs(params["chain_path"], chain_text(chain_pems))
             if params["fullchain_path"]:
-                changed |= bool(chain_pems) and file_differs(params["fullchain_path"],
-                                                               chain_text([cert_pem] + chain_pems))
+                full = chain_text([cert_pem] + chain_pems)
+                changed |= bool(chain_pems) and file_differs(params["fullchain_path"], full)
         result["ca_chain"] = chain_pems
         result["changed"] = changed
         self.warn_lifetime(cert)

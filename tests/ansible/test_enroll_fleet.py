@@ -140,3 +140,27 @@ def test_deleted_revoked_check_mode_and_visible_errors(fleet, collections_dir):
     assert proc.returncode != 0
     assert "censored" not in proc.stdout
     assert "unauthorized" in proc.stdout or "api_token" in proc.stdout, proc.stdout[-3000:]
+
+
+def test_enroll_on_the_embedded_engine_registers_no_secret(play, tmp_path):
+    """Without a gateway: the controller enrols itself on a state dir; SANs from the token; the info module."""
+    import json
+
+    files = {"privatekey_path": str(tmp_path / "k.pem"), "path": str(tmp_path / "c.pem"),
+             "chain_path": str(tmp_path / "chain.pem")}
+    enroll = dict(files, common_name="self.example.com", subject_alt_names={"dns": ["self.example.com"],
+                                                                             "uri": ["spiffe://example.org/self"]})
+    results, proc = play.run([
+        ("first", {"frontdoor.pki.enroll": enroll}),
+        ("again", {"frontdoor.pki.enroll": enroll}),
+        ("info", {"frontdoor.pki.client_certificate_info": dict(files, remaining_days=400)}),
+    ], module_defaults={"state_dir": str(tmp_path / "state")})
+    first, again, info = results["first"], results["again"], results["info"]
+    assert not first.get("failed"), first.get("msg")
+    assert first["changed"] is True and first["minted"] is True and first["redeemed"] is True
+    assert again["changed"] is False and again["minted"] is False
+    assert info["exists"] is True and info["key_matches"] is True and info["issued_by_frontdoor"] is True
+    assert info["subject_alt_names"]["dns"] == ["self.example.com"]
+    assert info["subject_alt_names"]["uri"] == ["spiffe://example.org/self"]
+    assert info["needs_renewal"] is True and info["common_name"] == "self.example.com"
+    assert "crt_" not in json.dumps(results) and "crt_" not in proc.stdout
