@@ -4,14 +4,18 @@
 """Renewal with the current certificate: the rules, once, whatever the store and signer.
 
 Authentication is proof of possession of the current certificate's private key, the way
-step-ca's x5c renewal tokens work, and not mTLS: the ASGI servers do not hand the client's TLS
-certificate to the application, and a JWT passes through any TLS-terminating proxy. The client
-sends ``Authorization: Bearer <JWT>``, a compact JWS signed by the current key whose protected
-``x5c`` header holds the current certificate (leaf first, chain optional), with the claims
+step-ca's x5c renewal tokens work: the ASGI servers do not hand the client's TLS certificate to the
+application, and a JWT passes through any TLS-terminating proxy. The client sends
+``Authorization: Bearer <JWT>``, a compact JWS signed by the current key whose protected ``x5c``
+header holds the current certificate (leaf first, chain optional), with the claims
 
 * ``aud``: the path ``/frontdoor/{frontdoorId}/client-certificates/renew`` (or a list holding it);
 * ``iat``, and ``exp`` at most ``MAX_TOKEN_LIFETIME`` (5 minutes) later, not yet past;
 * ``jti``: accepted once (the store keeps it until ``exp`` has passed, so it cannot come back).
+
+Behind a proxy that terminates mTLS, the gateway may instead hand over the certificate that proxy
+verified (``client_certificate``; gateway/client_cert.py decides when the proxy's header is believed):
+the handshake was the proof of possession, and there is no JWT to check or spend.
 
 What is checked, in this order (a refusal says which check failed, with its own code):
 
@@ -19,15 +23,16 @@ What is checked, in this order (a refusal says which check failed, with its own 
 2. the JWT: compact form, an allowed asymmetric ``alg`` (never ``none``, never HMAC), ``x5c``
    parsed by cryptography, the signature verified by jwcrypto with the leaf's public key, then the
    claims (``invalid_renewal_token``, with ``details.reason``);
-3. the leaf chains to this frontdoor's issuing CA (cryptography's RFC 5280 client verifier, with the
+3. the CSR, as for a redemption (``invalid_csr``);
+4. not expired past the frontdoor's grace (``certificate_expired``);
+5. the leaf chains to this frontdoor's issuing CA (cryptography's RFC 5280 client verifier, with the
    issuing CA as the only trust anchor, so a certificate of another frontdoor or CA is refused:
    ``certificate_untrusted``), and it is byte for byte a certificate this frontdoor issued and
    recorded (looked up by serial: ``certificate_unknown``);
-4. not revoked (``certificate_revoked``), not expired past the frontdoor's grace
-   (``certificate_expired``), and inside the frontdoor's renewal window (``renewal_too_early``);
-5. the ``jti`` is new (``renewal_token_replayed``): an insert-if-absent in the store, done only
+6. not revoked (``certificate_revoked``), and inside the frontdoor's renewal window (``renewal_too_early``);
+7. the ``jti`` is new (``renewal_token_replayed``): an insert-if-absent in the store, done only
    after every check above, so a refused request never spends a JWT;
-6. one renewal per certificate: the certificate record is claimed with a check-and-set that
+8. one renewal per certificate: the certificate record is claimed with a check-and-set that
    carries a lease (``renewal_in_progress`` while another request holds it), then signed, then
    recorded with a second check-and-set that sets the old record's ``renewed_by`` and stores the
    new certificate (with ``previous_certificate_id``) in one step. A certificate already renewed
