@@ -91,9 +91,10 @@ def certificate_files_argument_spec() -> Dict[str, Dict[str, Any]]:
         fullchain_path=dict(type="path"),
         privatekey_path=dict(type="path"),
         privatekey_passphrase=dict(type="str", no_log=True),
-        privatekey_mode=dict(type="raw"),
-        privatekey_owner=dict(type="str"),
-        privatekey_group=dict(type="str"),
+        # (names with "key" in them, none a secret: no_log=False says so to the sanity test)
+        privatekey_mode=dict(type="raw", no_log=False),
+        privatekey_owner=dict(type="str", no_log=False),
+        privatekey_group=dict(type="str", no_log=False),
         private_key_type=dict(type="str", default="ec", choices=["ec", "rsa"]),
         private_key_size=dict(type="int", default=2048),
         private_key_curve=dict(type="str", default="secp256r1", choices=["secp256r1", "secp384r1"]),

@@ -37,7 +37,6 @@ extends_documentation_fragment:
   - frontdoor.pki.client_certificate
   - ansible.builtin.files
   - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.files
   - ansible.builtin.action_common_attributes.flow
 attributes:
   action:
@@ -54,10 +53,6 @@ attributes:
     description: Shows the serial number, subject and validity of the certificate before and after.
   platform:
     platforms: posix
-  safe_file_operations:
-    support: full
-  vault:
-    support: none
 options:
   privatekey_path:
     description:
