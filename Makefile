@@ -41,6 +41,7 @@ venv: $(STAMP)
 PIP_COMPILE := $(VENV)/bin/pip-compile --quiet --allow-unsafe --strip-extras --no-emit-index-url --upgrade
 lock: venv
 	$(PIP_COMPILE) -o requirements.txt requirements.in
+	cp requirements.txt roles/gateway/files/requirements.txt  # the lock the gateway role installs on hosts
 	$(PIP_COMPILE) -o requirements-test.txt requirements-test.in
 	$(PIP) install --quiet -r requirements-test.txt
 	touch $(STAMP)

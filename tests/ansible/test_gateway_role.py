@@ -378,6 +378,18 @@ def test_role_is_lint_clean_and_documented(collections_dir, tmp_path):
     assert set(spec) == set(defaults), "every default is a documented option and the reverse"
     for name, value in defaults.items():
         assert spec[name].get("default") == value, name
+    # the lock the role installs is the project's, byte for byte (make lock copies it), and ships in the tarball
+    with open(os.path.join(ROOT, "requirements.txt"), "rb") as a, \
+            open(os.path.join(ROOT, "roles", "gateway", "files", "requirements.txt"), "rb") as b:
+        assert a.read() == b.read(), "roles/gateway/files/requirements.txt differs from requirements.txt: make lock"
+    _run([os.path.join(BIN, "ansible-galaxy"), "collection", "build", "--output-path", str(tmp_path / "dist"), ROOT],
+         env=env)
+    (tarball,) = os.listdir(tmp_path / "dist")
+    with tarfile.open(tmp_path / "dist" / tarball) as archive:
+        names = set(archive.getnames())
+    for needed in ("roles/gateway/meta/argument_specs.yml", "roles/gateway/tasks/main.yml",
+                   "roles/gateway/files/requirements.txt", "roles/gateway/templates/frontdoor-gateway.service.j2"):
+        assert needed in names, needed
     # secrets are no_log at the option level
     assert spec["gateway_tls_key"]["no_log"] is True
     assert spec["gateway_environment"]["no_log"] is True
