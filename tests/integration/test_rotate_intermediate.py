@@ -126,3 +126,18 @@ def _spki():
 
     return serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
 
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can run a rotation on a state dir owned by another user")
+def test_rotation_as_root_leaves_the_files_to_the_state_dirs_owner(tmp_path):
+    state = str(tmp_path / "state")
+    assert gateway_cli("init", state_dir=state).returncode == 0
+    uid, gid = 65534, 65534  # nobody: stands in for the service user
+    for directory, dirs, files in os.walk(state):
+        for name in [directory] + [os.path.join(directory, n) for n in dirs + files]:
+            os.chown(name, uid, gid)
+    assert gateway_cli("rotate-intermediate", state_dir=state).returncode == 0
+    frontdoor_dir = os.path.join(state, "ca", "default")
+    for directory, dirs, files in os.walk(frontdoor_dir):
+        for name in [directory] + [os.path.join(directory, n) for n in dirs + files]:
+            assert (os.stat(name).st_uid, os.stat(name).st_gid) == (uid, gid), name

@@ -63,6 +63,16 @@ class Rotation:
     path: str  # the new intermediate certificate
 
 
+def _owned_like(reference: str, paths) -> None:
+    """Run as root on a state dir that belongs to the service user, the new files must stay readable by that
+    user (a root-owned 0600 key would stop the gateway): give them the owner of ``reference``."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return  # files written by the owner of the state dir already belong to it
+    owner = os.stat(reference)
+    for path in paths:
+        os.chown(path, owner.st_uid, owner.st_gid)
+
+
 def rotate_intermediate(state_dir: str, frontdoor_id: str, organization: str = "frontdoor.pki") -> Rotation:
     """Replace ``frontdoor_id``'s intermediate with a new key and certificate under the same root.
 
@@ -105,5 +115,7 @@ def rotate_intermediate(state_dir: str, frontdoor_id: str, organization: str = "
                         issuer_cert=root)
         _write_private(int_key_path, _key_pem(key), 0o600)
         _write_private(int_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        _owned_like(os.path.join(ca_dir, frontdoor_id), [retired_dir, retired_path, int_key_path, int_path,
+                                                         os.path.join(retired_dir, "intermediate-%s.key" % retired_serial)])
     return Rotation(frontdoor_id, retired_serial, retired_path, "%x" % cert.serial_number,
                     cert.subject.rfc4514_string(), cert.not_valid_after_utc.isoformat(), int_path)
