@@ -151,3 +151,27 @@ def _self_signed(key) -> bytes:
             .serial_number(1).not_valid_before(now).not_valid_after(now + _dt.timedelta(days=1))
             .sign(key, hashes.SHA256()))
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def test_a_database_from_before_renewal_renews_its_certificates(tmp_path):
+    """A state dir written before renewal existed (no renewal columns, table or index): opening it adds them,
+    and a certificate issued then renews."""
+    import sqlite3
+
+    config = load_config(state_dir=str(tmp_path), env={}, data={"frontdoors": FRONTDOORS})
+    engine = build_service(config)
+    current, key = issue(engine)
+    engine.close()
+    path = str(tmp_path / "frontdoor.db")
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE renewal_jtis")
+        conn.execute("DROP INDEX certificates_fd_serial")
+        for column in ("previous_certificate_id", "renewed_by", "renewal_claim", "renewal_claim_until"):
+            conn.execute("ALTER TABLE certificates DROP COLUMN %s" % column)
+    engine = build_service(config)
+    try:
+        assert engine.get_certificate("default", current.id).renewed_by is None
+        renewed = engine.renew("default", jwt_for(current, key, "default"), make_csr(key, cn="x")).certificate
+        assert engine.get_certificate("default", current.id).renewed_by == renewed.id
+    finally:
+        engine.close()
