@@ -164,3 +164,23 @@ def test_enroll_on_the_embedded_engine_registers_no_secret(play, tmp_path):
     assert info["subject_alt_names"]["uri"] == ["spiffe://example.org/self"]
     assert info["needs_renewal"] is True and info["common_name"] == "self.example.com"
     assert "crt_" not in json.dumps(results) and "crt_" not in proc.stdout
+
+
+def test_enroll_failures_are_visible_and_leave_no_orphan_token(play, tmp_path):
+    state = str(tmp_path / "state")
+    results, _proc = play.run([
+        # the host cannot write its key: the token minted for it is deleted again
+        ("unwritable", {"frontdoor.pki.enroll": {"privatekey_path": str(tmp_path / "missing" / "k.pem"),
+                                                 "path": str(tmp_path / "c.pem")}}),
+        # the controller cannot mint (a CN the frontdoor refuses): the error is there to read
+        ("refused", {"frontdoor.pki.enroll": {"privatekey_path": str(tmp_path / "k.pem"),
+                                              "path": str(tmp_path / "c.pem"), "common_name": "x" * 65}}),
+        ("left", {"frontdoor.pki.certificate_request_token_info": {}}),
+    ], module_defaults={"state_dir": state})
+    unwritable, refused = results["unwritable"], results["refused"]
+    assert unwritable["failed"] is True and unwritable["minted"] is True and unwritable["token_deleted"] is True
+    assert "does not exist" in unwritable["msg"]
+    assert refused["failed"] is True and refused["minted"] is False
+    assert refused["error_code"] == "invalid_request" and "Minting a token" in refused["msg"]
+    assert "censored" not in str(refused)
+    assert results["left"]["tokens"] == []
