@@ -122,20 +122,28 @@ class Deployment:
     def path(self, absolute: str) -> str:
         return self.root + absolute
 
-    def apply(self, *extra: str) -> Tuple[Dict[str, int], str]:
-        """Run the role; the PLAY RECAP counts and the output. Fails on a failed task or any warning."""
+    def apply(self, *extra: str, allowed_warnings: Tuple[str, ...] = ()) -> Tuple[Dict[str, int], str]:
+        """Run the role; the PLAY RECAP counts and the output. Fails on a failed task or any warning not allowed."""
         cmd = [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", "-e", "@" + self.vars_file,
                self.playbook, *extra]
         proc = subprocess.run(cmd, cwd=self.workdir, env=ansible_env(self.collections_dir, self.workdir),
                               capture_output=True, text=True, timeout=900, check=False)
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, "ansible-playbook %s failed (%d):\n%s" % (extra, proc.returncode, out[-8000:])
-        warnings = [line for line in out.splitlines() if line.startswith(("[WARNING]", "[DEPRECATION WARNING]"))]
+        warnings = [line for line in out.splitlines() if line.startswith(("[WARNING]", "[DEPRECATION WARNING]"))
+                    and not any(allowed in line for allowed in allowed_warnings)]
         assert not warnings, "ansible-playbook warned:\n%s" % "\n".join(warnings)
         recap = re.search(r"^localhost\s*:(.*)$", proc.stdout, re.MULTILINE)
         assert recap, proc.stdout[-3000:]
         counts = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", recap.group(1))}
         return counts, proc.stdout
+
+
+def task_status(out: str, task: str) -> str:
+    """'changed', 'ok', 'skipping'... of the first task whose name starts with ``task`` in ansible-playbook's output."""
+    match = re.search(r"^TASK \[[^\]]*: %s[^\]]*\][^\n]*\n(\w+)" % re.escape(task), out, re.MULTILINE)
+    assert match, "task %r not in the output" % task
+    return match.group(1)
 
 
 def unit_directives(path: str) -> Dict[str, List[str]]:
@@ -356,6 +364,24 @@ def _reference_workflow(url: str, ca_file: str, tmp_path) -> None:
                                    url + "/frontdoor/default/client-certificates/token/" + created["token"]],
                            capture_output=True, text=True, timeout=60, check=False)
     assert again.stdout == "200"  # the same key again: the same certificate, replayed
+
+
+def test_check_mode_on_a_fresh_host_with_user_and_service_management(collections_dir, tmp_path, artifacts):
+    """The defaults a real host gets (a new system user and group, systemd managed): check mode fails on nothing,
+    reports the user, group and files, and creates nothing (no user either)."""
+    deploy = Deployment(collections_dir, str(tmp_path), artifacts)
+    name = "fd-gw-check-%d" % os.getpid()
+    deploy.set(gateway_manage_user=True, gateway_manage_service=True, gateway_user=name, gateway_group=name,
+               gateway_owner="root")
+    counts, out = deploy.apply("--check", allowed_warnings=(
+        # ansible.builtin.file in check mode about owners that the real run creates first
+        "failed to look up user %s" % name, "failed to look up group %s" % name))
+    assert counts["failed"] == 0 and counts["changed"] >= 8, out[-4000:]
+    assert task_status(out, "Create the service group") == "changed"
+    assert task_status(out, "Create the service user") == "changed"
+    assert not os.path.exists(deploy.root)
+    with pytest.raises(KeyError):
+        pwd.getpwnam(name)
 
 
 def test_role_is_lint_clean_and_documented(collections_dir, tmp_path):
