@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all venv lock demo test lint unit sanity test-step-ca step-ca test-lego lego bench bench-ansible fuzz build clean help
+.PHONY: all venv lock demo test lint unit sanity test-step-ca step-ca test-lego lego bench bench-ansible failover fuzz build clean help
 
 all: test
 
@@ -17,6 +17,7 @@ help:
 	@echo "make test       build .venv if needed and run every test (lint, pytest incl. OpenBao and Ansible, sanity, step-ca)"
 	@echo "make bench      benchmarks: redemptions/s vs OpenBao pki/sign, latency vs stored tokens (not part of test)"
 	@echo "make bench-ansible  20 hosts enrolled by frontdoor.pki.enroll vs community.crypto (ownca), wall times"
+	@echo "make failover   3-node OpenBao raft cluster + gateways behind HAProxy: kill the leader under racing load (~2 min)"
 	@echo "make fuzz       long Schemathesis run over /openapi.json, every phase incl. stateful (FUZZ_MINUTES=15)"
 	@echo "make step-ca    build the step-ca binary into .venv/bin from Debian's packages"
 	@echo "make lego       install the lego ACME client from Debian's packages (second real ACME client of the tests)"
@@ -80,6 +81,11 @@ bench: venv
 # community.crypto is not in the locks: the bench takes it from the ansible wheel on PyPI (cached in .tmp/).
 bench-ansible: venv
 	$(PY) -m bench.ansible_fleet $(BENCH_ANSIBLE_ARGS)
+
+# Leader failover under racing redemptions (docs/operations.md, "Several gateways on an OpenBao raft cluster").
+# Needs HAProxy (Debian: apt-get install haproxy); not part of test. FAILOVER_ARGS="--vault-route any" etc.
+failover: venv
+	$(PY) -m bench.failover $(FAILOVER_ARGS)
 
 # The API contract, long: tests/fuzz/test_openapi_contract.py with many examples for up to FUZZ_MINUTES, a new seed
 # each run (make test runs the same test CI-sized, ~1.5 min, fixed seed). FUZZ_RATE_LIMITS=on keeps the limits on.
