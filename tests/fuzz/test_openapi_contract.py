@@ -62,7 +62,6 @@ def schemathesis_args(base_url: str, schema_path: str, admin_token: str, report_
         ST, "--config-file", os.path.join(HERE, "schemathesis.toml"), "--no-color", "run", schema_path,
         "--url", base_url,
         "--header", "Authorization: Bearer %s" % admin_token,
-        "--checks", "all",
         "--phases", "examples,coverage,fuzzing,stateful",
         "--workers", "1",
         "--request-timeout", "30",
