@@ -384,6 +384,29 @@ def test_check_mode_on_a_fresh_host_with_user_and_service_management(collections
         pwd.getpwnam(name)
 
 
+@pytest.mark.parametrize("values, message", [
+    ({"gateway_tls": "none", "gateway_listen_host": "0.0.0.0"}, "plain HTTP (tls 'none') only on a loopback address"),
+    ({"gateway_package": "frontdoor-pki==0.1.0"}, "Set exactly one of gateway_package"),
+    ({"gateway_tls": "files"}, "tls 'files' needs gateway_tls_cert"),
+    ({"gateway_tls": "off"}, "value of gateway_tls must be one of: self, files, none"),
+    ({"gateway_api_tokens": [{"name": "x", "permissions": {}}]}, "every API token needs its token or its sha256"),
+    ({"gateway_api_tokens": [{"name": "x", "token": "fdk_secret_in_a_bad_entry", "permissions": "all"}]},
+     "permissions"),
+])
+def test_role_refuses_bad_options_before_touching_the_host(collections_dir, tmp_path, values, message):
+    """Argument specs and the cross-option checks stop the play before any change; secrets stay out of the output."""
+    deploy = Deployment(collections_dir, str(tmp_path), {"wheel": "/nonexistent.whl", "wheelhouse": ""})
+    deploy.set(**values)
+    cmd = [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", "-e", "@" + deploy.vars_file,
+           deploy.playbook]
+    proc = subprocess.run(cmd, cwd=deploy.workdir, env=ansible_env(collections_dir, deploy.workdir),
+                          capture_output=True, text=True, timeout=300, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and message in out, out[-3000:]
+    assert "changed=0" in out and not os.path.exists(deploy.root)
+    assert "fdk_secret_in_a_bad_entry" not in out and API_TOKEN not in out
+
+
 def test_role_is_lint_clean_and_documented(collections_dir, tmp_path):
     """ansible-lint (production profile) on the role, and ansible-doc renders its argument specs."""
     shutil.copytree(os.path.join(ROOT, "roles", "gateway"), tmp_path / "project" / "roles" / "gateway")
