@@ -254,3 +254,31 @@ def test_a_storage_that_cannot_work_is_a_config_error_without_its_password(tmp_p
     with pytest.raises(ConfigError) as refused:
         _limits(tmp_path, storage="nosuch://user:pw@host:1")
     assert "rateLimits.storage nosuch://user:***@host:1" in str(refused.value) and "pw@" not in str(refused.value)
+
+
+def test_the_over_limit_flag_spares_reads_and_is_seen_by_every_process_at_once(tmp_path, monkeypatch):
+    first = _limits(tmp_path, unknownTokenPerAddress="3/minute")
+    second = _limits(tmp_path, unknownTokenPerAddress="3/minute")  # another worker or gateway on the state dir
+    reads = []
+    monkeypatch.setattr(second.storage, "get", lambda key: reads.append(key) or 0)
+    second.check_redemption("default", "192.0.2.1")
+    assert reads == [], "no counter is read while nothing is over"
+    monkeypatch.undo()
+    for _ in range(3):
+        first.redemption_failed("default", "192.0.2.1")
+    assert first._flag.raised()
+    with pytest.raises(FrontdoorError):  # at once, no cache to expire
+        second.check_redemption("default", "192.0.2.1")
+    second.check_redemption("default", "192.0.2.2")
+    old = time.time() - 62  # the longest window (1 minute) + 1 s later the flag no longer counts
+    os.utime(first._flag.path, (old, old))
+    assert not second._flag.raised()
+
+
+def test_an_unwritable_flag_means_always_check(tmp_path):
+    limits = _limits(tmp_path, unknownTokenPerAddress="1/minute")
+    limits._flag.path = str(tmp_path / "no-such-dir" / "flag")
+    limits.redemption_failed("default", "192.0.2.1")
+    assert limits._flag.raised()
+    with pytest.raises(FrontdoorError):
+        limits.check_redemption("default", "192.0.2.1")
