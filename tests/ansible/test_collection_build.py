@@ -170,7 +170,7 @@ all:
     # the rerun changes nothing and mints nothing
     assert "changed=0" in second.stdout and "changed=1" not in second.stdout and "changed=2" not in second.stdout
     assert tokens_after_second["totalElements"] == 2
-    assert "unchanged" in second.stdout
+    assert "serial" not in second.stdout  # the report of what changed is skipped on every host
     for t in tokens_after_first["content"]:
         assert t["name"] in ("web1", "web2")
     assert "crt_" not in first.stdout + second.stdout
