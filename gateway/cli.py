@@ -467,7 +467,8 @@ def _print_eab(view: dict) -> None:
     """ACME External Account Binding of the token (docs/acme.md): shown once, like the secret."""
     eab = view.get("acmeEab")
     if eab:
-        print("acme:    --eab-kid %s --eab-hmac-key %s   (shown once)" % (eab["keyId"], eab["hmacKey"]))
+        # "--eab-hmac-key=KEY": a base64url key starts with "-" once in 64, which option parsers take for an option
+        print("acme:    --eab-kid %s --eab-hmac-key=%s   (shown once)" % (eab["keyId"], eab["hmacKey"]))
 
 
 def cmd_cleanup(args) -> int:

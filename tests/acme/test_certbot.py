@@ -152,9 +152,23 @@ def test_create_token_command_prints_the_eab(tmp_path):
     plain = subprocess.run([GATEWAY_BIN, "create-token", "--state-dir", state, "--name", "cli", "--common-name",
                             "cli.acme.example"], capture_output=True, text=True, timeout=60)
     assert plain.returncode == 0, plain.stderr
-    assert "--eab-kid token-" in plain.stdout and "--eab-hmac-key " in plain.stdout
+    assert "--eab-kid token-" in plain.stdout and "--eab-hmac-key=" in plain.stdout
     as_json = subprocess.run([GATEWAY_BIN, "create-token", "--state-dir", state, "--name", "cli2", "--common-name",
                               "cli2.acme.example", "--json"], capture_output=True, text=True, timeout=60)
     assert as_json.returncode == 0, as_json.stderr
     view = json.loads(as_json.stdout)
     assert view["acmeEab"]["keyId"] == view["id"] and len(view["acmeEab"]["hmacKey"]) == 43
+
+
+def test_an_hmac_key_starting_with_a_dash_works(new_token, server, tmp_path):
+    """One key in 64 starts with "-": given as --eab-hmac-key=KEY (what create-token prints and the docs show),
+    certbot takes it; given as two words it would take it for an option."""
+    for _attempt in range(640):
+        token = new_token("dash.acme.example")
+        if token["acmeEab"]["hmacKey"].startswith("-"):
+            break
+    else:
+        raise AssertionError("no key starting with '-' in 640 tokens (chance about 4e-5)")
+    certbot = Certbot(str(tmp_path / "dash"), server)
+    done = certbot.register(token["acmeEab"])
+    assert done.returncode == 0, done.stderr + certbot.log()[-2000:]

@@ -40,15 +40,16 @@ class Certbot:
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
     def certonly(self, eab: dict, *domains: str, extra: tuple = ()) -> subprocess.CompletedProcess:
-        args = ["certonly", "--server", self.server, "--eab-kid", eab["keyId"], "--eab-hmac-key", eab["hmacKey"],
+        # "--eab-hmac-key=KEY": a base64url key starts with "-" once in 64, and argparse would take it for an option
+        args = ["certonly", "--server", self.server, "--eab-kid", eab["keyId"], "--eab-hmac-key=" + eab["hmacKey"],
                 "--agree-tos", "-m", "ops@example.com", "--no-eff-email", "--standalone"]
         for domain in domains:
             args += ["-d", domain]
         return self.run(*args, *extra)
 
     def register(self, eab: dict) -> subprocess.CompletedProcess:
-        return self.run("register", "--server", self.server, "--eab-kid", eab["keyId"], "--eab-hmac-key",
-                        eab["hmacKey"], "--agree-tos", "-m", "ops@example.com", "--no-eff-email")
+        return self.run("register", "--server", self.server, "--eab-kid", eab["keyId"],
+                        "--eab-hmac-key=" + eab["hmacKey"], "--agree-tos", "-m", "ops@example.com", "--no-eff-email")
 
     def live(self, name: str, what: str = "cert.pem") -> str:
         with open(os.path.join(self.home, "conf", "live", name, what), "r", encoding="ascii") as handle:
@@ -71,7 +72,7 @@ def run_lego(home: str, server: str, eab: dict, domains: List[str], command: str
     """lego 4.x: EAB with --eab --kid --hmac; a challenge type must be named (--http) though none is solved,
     because the authorizations are valid already (lego logs 'authorization already valid; skipping challenge')."""
     args = [lego_binary() or "lego", "--server", server, "--email", "ops@example.com", "--accept-tos",
-            "--eab", "--kid", eab["keyId"], "--hmac", eab["hmacKey"], "--path", home,
+            "--eab", "--kid", eab["keyId"], "--hmac=" + eab["hmacKey"], "--path", home,
             "--http", "--http.port", "127.0.0.1:0"]
     for domain in domains:
         args += ["--domains", domain]
