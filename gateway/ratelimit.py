@@ -6,8 +6,9 @@ the count reaches the limit every attempt of that kind from that address gets ``
 (``rateLimits``); this module only applies them.
 
 Only failures are counted: a redemption or an admin request that succeeds never writes to the limiter. What
-every attempt pays is a read of the counters (``limiter.test``), which for the default storage is a
-primary-key ``SELECT`` on a small SQLite table in WAL mode (no write lock taken).
+every attempt pays is a read of the counters (``limiter.test``: for the default storage a primary-key ``SELECT``
+on a small SQLite table in WAL mode, no write lock taken), and with the default storage not even that while no
+counter is over its limit (:class:`OverLimitFlag`: one ``stat``).
 
 Storage: counters must be shared by every worker (``serve --workers``) and every gateway, so the in-memory
 storage of ``limits`` (per process) is not the default. Without ``rateLimits.storage`` the counters live in
