@@ -22,7 +22,8 @@ as optional (``redemption_in_progress``, a locked store or a busy signer send it
 
 ``install(app)`` replaces ``app.openapi`` with one that post-processes FastAPI's generated document through the
 public ``fastapi.openapi.utils.get_openapi``: it drops the ``422`` FastAPI adds on its own to every route with
-parameters (this gateway answers ``400 invalid_request`` instead) and puts ``400``/``413``/``429``/``500`` on any
+parameters (this gateway answers ``400 invalid_request`` instead), drops the empty JSON body FastAPI adds beside
+the content types a route declares (a CRL is not JSON), and puts ``400``/``413``/``429``/``500`` on any
 operation that did not use ``errors()``, so a forgotten route is still truthful about validation errors, limits and
 bugs. Success bodies are documented with the models of gateway/schemas.py.
 """
@@ -118,6 +119,12 @@ def _post_process(document: Dict[str, Any]) -> Dict[str, Any]:
                 continue
             responses = operation["responses"]
             responses.pop("422", None)
+            for status, response in responses.items():
+                content = response.get("content", {})
+                # FastAPI adds its default JSON type with an empty schema beside the types a route declares
+                # (CRL, metrics): that route never answers JSON.
+                if str(status)[:1] in "123" and len(content) > 1 and content.get("application/json") == {"schema": {}}:
+                    del content["application/json"]
             for status in _ALWAYS:
                 if str(status) not in responses:
                     entry = _response(status)
