@@ -150,6 +150,11 @@ def _sans(body: Optional[SubjectAltNamesBody]) -> Optional[Dict[str, Any]]:
 
 
 class TokenCreate(_Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "name": "api-service-cert", "commonName": "api.example.com", "organization": "Example Corp",
+        "organizationalUnit": "API Services", "ttl": "24h",
+    }]})
+
     name: Name = Field(description="Required. Becomes the name of the client certificate. 1-128 printable characters.")
     commonName: Optional[SubjectText] = Field(None, description="Locked into the certificate when set; else from the CSR.")
     organization: Optional[SubjectText] = Field(None, description="Locked into the certificate when set; else from the CSR.")
