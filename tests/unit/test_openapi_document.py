@@ -170,3 +170,26 @@ def test_a_whole_float_is_the_integer_the_document_allows(app):
         answer = client.post("/frontdoor/default/certificate-request-tokens", headers=auth,
                              json={"name": "half", "ttl": 3600.5})
         assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_request"
+
+
+def test_component_schemas_are_valid_json_schema_with_patterns_python_can_compile(document):
+    from jsonschema import Draft202012Validator
+
+    patterns = []
+
+    def collect(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("pattern"), str):
+                patterns.append(node["pattern"])
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    for name, schema in document["components"]["schemas"].items():
+        Draft202012Validator.check_schema(schema)
+    collect(document)
+    assert len(patterns) >= 5  # durations, names, subject fields, list words, sort
+    for pattern in patterns:
+        re.compile(pattern)
