@@ -13,9 +13,10 @@ Set-up, all on loopback, every process started here and stopped by its PID at th
   node; standbys answer 429 and are left out — and ``gateways`` balances round robin over the gateways.
   Why the gateways talk to the active node through a load balancer, and not to one fixed node: a
   gateway pinned to a node is dead for as long as that node is, whatever the cluster does; pinned
-  to a standby it survives a failover, but every request is forwarded over the cluster port (one more
-  hop), and it dies with that standby. ``--vault-route any`` measures the other choice: all unsealed
-  nodes, round robin, standbys forwarding to the leader.
+  to a standby it survives a failover, but its writes are forwarded over the cluster port (one more
+  hop), it dies with that standby, and OpenBao 2.x standbys answer reads from their own copy (eventual
+  consistency, on unless ``disable_standby_reads = true``). ``--vault-route any`` measures the other
+  choice: all unsealed nodes, round robin; ``--standby-reads off`` adds ``disable_standby_reads``.
 * ``--gateways`` (3) ``frontdoor-gateway serve`` processes with ``backend: vault`` pointed at that front.
 
 Load: ``--clients`` threads take tokens one by one through the gateways' front; every
@@ -39,6 +40,7 @@ import argparse
 import collections
 import concurrent.futures
 import dataclasses
+import datetime as _dt
 import hashlib
 import json
 import os
@@ -88,22 +90,23 @@ class Node:
         return self.process is not None and self.process.poll() is None
 
 
-def _node_config(node: Node, peers: List[Node], performance_multiplier: int) -> str:
+def _node_config(node: Node, peers: List[Node], performance_multiplier: int, standby_reads: bool = True) -> str:
     joins = "".join('  retry_join {\n    leader_api_addr = "%s"\n  }\n' % peer.url for peer in peers)
     return (
         'storage "raft" {\n  path = "%s"\n  node_id = "%s"\n  performance_multiplier = %d\n%s}\n'
         'listener "tcp" {\n  address = "127.0.0.1:%d"\n  cluster_address = "127.0.0.1:%d"\n'
         '  tls_disable = true\n}\n'
         'api_addr = "%s"\ncluster_addr = "https://127.0.0.1:%d"\ndisable_mlock = true\nui = false\n'
-        'log_level = "info"\n'
+        'log_level = "info"\n%s'
     ) % (os.path.join(node.dir, "raft"), node.name, performance_multiplier, joins, node.port, node.cluster_port,
-         node.url, node.cluster_port)
+         node.url, node.cluster_port, "" if standby_reads else "disable_standby_reads = true\n")
 
 
 class Cluster:
     """Three raft nodes; ``root`` talks to whichever node is active (found by /sys/health)."""
 
-    def __init__(self, work: str, performance_multiplier: int):
+    def __init__(self, work: str, performance_multiplier: int, standby_reads: bool = True):
+        self.standby_reads = standby_reads
         self.nodes = [Node("n%d" % i, free_port(), free_port(), os.path.join(work, "n%d" % i)) for i in (1, 2, 3)]
         self.performance_multiplier = performance_multiplier
         self.root_token = ""
@@ -117,7 +120,8 @@ class Cluster:
             env["HOME"] = node.dir
             config = os.path.join(node.dir, "bao.hcl")
             with open(config, "w", encoding="utf-8") as handle:
-                handle.write(_node_config(node, [p for p in self.nodes if p is not node], self.performance_multiplier))
+                handle.write(_node_config(node, [p for p in self.nodes if p is not node], self.performance_multiplier,
+                                          self.standby_reads))
             with open(os.path.join(node.dir, "bao.log"), "ab") as log:
                 node.process = subprocess.Popen([bao_binary(), "server", "-config=%s" % config], stdout=log,
                                                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -430,13 +434,17 @@ def kv_token(cluster: Cluster, secret: str) -> Optional[dict]:
     return None if answer.status_code == 404 else answer.json()["data"]["data"]
 
 
-def pki_certificates(cluster: Cluster) -> Dict[str, str]:
-    """serial -> subject CN of every end-entity certificate OpenBao's PKI stored (the CA left out)."""
+def pki_certificates(cluster: Cluster, revoked: Optional[set] = None) -> Dict[str, str]:
+    """serial -> subject CN of every end-entity certificate OpenBao's PKI stored (the CA left out);
+    the serials of revoked ones are added to ``revoked``."""
     answer = cluster.root("LIST", "pki/certs")
     keys = [] if answer.status_code == 404 else answer.json()["data"]["keys"]
     found = {}
     for key in keys:
-        pem = cluster.root("GET", "pki/cert/%s" % key).json()["data"]["certificate"]
+        data = cluster.root("GET", "pki/cert/%s" % key).json()["data"]
+        pem = data["certificate"]
+        if revoked is not None and data.get("revocation_time"):
+            revoked.add(_serial(key))
         cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
         try:
             if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
@@ -448,6 +456,25 @@ def pki_certificates(cluster: Cluster) -> Dict[str, str]:
     return found
 
 
+def _audit_lines(gateways: List[Gateway], token_id: str, killed_at: float) -> List[str]:
+    """What the gateways' audit logs say about one token (no secrets are in them), times from the kill."""
+    wall_kill = time.time() - (time.monotonic() - killed_at)
+    found = []
+    for number, gateway in enumerate(gateways):
+        try:
+            with open(os.path.join(gateway.state_dir, "audit.jsonl"), "r", encoding="utf-8") as handle:
+                lines = [json.loads(line) for line in handle if token_id in line]
+        except (OSError, ValueError):
+            continue
+        for entry in lines:
+            if entry.get("event") == "token.created":
+                continue
+            when = _dt.datetime.fromisoformat(entry["time"].replace("Z", "+00:00")).timestamp() - wall_kill
+            found.append((when, "%+.2f audit g%d: %s %s" % (when, number + 1, entry.get("event"),
+                                                             entry.get("code") or entry.get("reason") or "")))
+    return [text for _, text in sorted(found)]
+
+
 def _codes(attempts: List[Attempt]) -> Dict[str, int]:
     counted = collections.Counter("%s %s" % (a.status or "no-answer", a.code) for a in attempts)
     return dict(sorted(counted.items()))
@@ -455,14 +482,14 @@ def _codes(attempts: List[Attempt]) -> Dict[str, int]:
 
 def run(args) -> dict:
     work = tempfile.mkdtemp(prefix="frontdoor-failover-")
-    cluster = Cluster(work, args.performance_multiplier)
+    cluster = Cluster(work, args.performance_multiplier, args.standby_reads == "on")
     gateways: List[Gateway] = []
     haproxy: Optional[subprocess.Popen] = None
     report: dict = {"setup": {
         "openbao": subprocess.run([bao_binary(), "version"], capture_output=True, text=True).stdout.strip(),
         "haproxy": subprocess.run([shutil.which("haproxy") or "haproxy", "-v"], capture_output=True,
                                   text=True).stdout.splitlines()[0],
-        "nodes": 3, "gateways": args.gateways, "vault_route": args.vault_route, "tokens": args.tokens,
+        "nodes": 3, "gateways": args.gateways, "vault_route": args.vault_route, "standby_reads": args.standby_reads, "tokens": args.tokens,
         "clients": args.clients, "pair_every": args.pair_every, "claim_lease_s": args.lease,
         "raft_performance_multiplier": args.performance_multiplier, "retry_delay_s": args.retry_delay,
         "give_up_s": args.give_up, "cpus": os.cpu_count(),
@@ -501,11 +528,12 @@ def run(args) -> dict:
                                       json={"name": "fo-%d" % index, "commonName": "fo-%d.failover.test" % index,
                                             "ttl": "2h"}, timeout=30)
                 answer.raise_for_status()
-                return answer.json()["token"]
+                return answer.json()["token"], answer.json()["id"]
 
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            secrets_ = list(pool.map(create, range(args.tokens)))
+            made = list(pool.map(create, range(args.tokens)))
+        secrets_, token_ids = [m[0] for m in made], [m[1] for m in made]
         report["setup"]["tokens_created_s"] = round(time.monotonic() - started, 1)
         csrs = make_csrs(2 * args.tokens)
         pki_before = set(pki_certificates(cluster))
@@ -570,7 +598,8 @@ def run(args) -> dict:
             if cert:
                 recorded[_serial(cert["serialNumber"])] = token
                 recorded_per_token[token].add(_serial(cert["serialNumber"]))
-        pki_after = pki_certificates(cluster)
+        revoked: set = set()
+        pki_after = pki_certificates(cluster, revoked)
         new_pki = {s: cn for s, cn in pki_after.items() if s not in pki_before}
         orphans = sorted(s for s in new_pki if s not in recorded)
         per_cn = collections.Counter(new_pki.values())
@@ -596,10 +625,13 @@ def run(args) -> dict:
             "pki_certificates_recorded": len([s for s in new_pki if s in recorded]),
             "orphan_certificates": len(orphans),
             "orphan_serials": orphans,
+            "orphans_revoked_by_the_gateway": sum(1 for s in orphans if s in revoked),
+            "orphan_certificate_subjects": sorted(new_pki[s] for s in orphans),
             "tokens_with_two_pki_certificates": sum(1 for n in per_cn.values() if n > 1),
             "tokens_without_certificate_after_load": len(without),
             "their_kv_state_after_load": dict(collections.Counter(kv_after_load.values())),
             "tokens_stranded": len(stranded_tokens),
+            "stranded_token_subjects": sorted("fo-%d.failover.test" % t for t in stranded_tokens),
             "redeemed_after_lease": dict(collections.Counter(retried.values())),
             "s_kill_to_new_leader": round(watch.new_leader[1] - killed_at, 2) if watch.new_leader else None,
             "new_leader": watch.new_leader[0] if watch.new_leader else None,
@@ -613,6 +645,15 @@ def run(args) -> dict:
             "certificates_per_s_before_kill": round(
                 sum(1 for a in successes if a.ended <= killed_at) / max(killed_at - load_started, 1e-9), 1),
         }
+        # what the clients saw, for every token that was stranded or has an orphan (times from the kill)
+        traced = set(stranded_tokens) | {int(new_pki[s].split(".")[0][3:]) for s in orphans
+                                         if new_pki[s].startswith("fo-")}
+        report["traces"] = {
+            "fo-%d" % t: ["%+.2f..%+.2f %s via %s: %s %s" % (a.started - killed_at, a.ended - killed_at, a.client, a.via,
+                                                         a.status or "no-answer", a.code)
+                          for a in attempts if a.token == t]
+            + _audit_lines(gateways, token_ids[t], killed_at)
+            for t in sorted(traced)}
         report["raft_after"] = [{"node": s["node_id"], "leader": s["leader"], "voter": s["voter"]}
                                 for s in cluster.raft_peers()]
         return report
@@ -644,6 +685,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--lease", type=float, default=30.0, help="claimLeaseSeconds of the gateways")
     parser.add_argument("--vault-timeout", type=float, default=10.0, help="vault.timeout of the gateways")
     parser.add_argument("--vault-route", choices=("active", "any"), default="active")
+    parser.add_argument("--standby-reads", choices=("on", "off"), default="on",
+                        help="off: disable_standby_reads = true on every node (standbys forward reads too)")
     parser.add_argument("--performance-multiplier", type=int, default=1, help="raft performance_multiplier")
     parser.add_argument("--retry-delay", type=float, default=0.5)
     parser.add_argument("--give-up", type=float, default=15.0,
