@@ -33,7 +33,15 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from frontdoor_pki.errors import ERROR_STATUS, FrontdoorError
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 
 log = logging.getLogger("frontdoor.gateway.metrics")
@@ -44,6 +52,9 @@ TOKEN_STATUSES = ("active", "expired", "redeemed")
 #: how long a scrape reuses the token counts: counting is a query per frontdoor and status
 TOKENS_CACHE_SECONDS = 15.0
 UNKNOWN_FRONTDOOR = "_unknown"
+
+# No *_created series: the multi-process mode has none, and one worker or several should expose the same names.
+disable_created_metrics()
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
