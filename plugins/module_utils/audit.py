@@ -70,6 +70,11 @@ class _AuditFile(logging.handlers.WatchedFileHandler):
         file descriptor is closed first, so closing the wrapper cannot write the buffered bytes anywhere.
         The next line opens the file again by name."""
         stream, self.stream = self.stream, None
+        # Forget which file that was, too: the next line opens the path without WatchedFileHandler recording the new
+        # file's identity, so a kept identity could match whatever the path names later (the same full-disk device
+        # or a reused inode) and the handler would keep writing to a file renamed away. -1 (as with delay=True)
+        # makes the line after that one reopen by name and record it.
+        self.dev, self.ino = -1, -1
         if stream is None:
             return
         try:

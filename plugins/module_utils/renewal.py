@@ -79,6 +79,7 @@ except ImportError:  # pragma: no cover
     HAS_JWCRYPTO = False
 
 from . import csr as csrmod
+from .audit import emit_or_report, emit_required
 from .errors import FrontdoorError, SignerUnavailable, StoreUnavailable
 from .model import CertificateRecord, SignRequest, isoformat
 from .service import NOT_BEFORE_BACKDATE, Redemption  # service.py imports renewal only inside renew(): no cycle
@@ -440,9 +441,11 @@ class Renewer:
             certificate, replayed = self._issue(settings, current, csr, public_key, spki, key_hash, source)
             return Redemption(certificate, replayed=replayed)
         except FrontdoorError as exc:
-            service.audit.emit(
-                "renewal.refused", frontdoor=str(frontdoor_id)[:64], certificateId=previous_id, code=exc.code,
-                reason=exc.details.get("reason") if exc.details else None, message=exc.message, source=source,
+            # a refusal changes nothing: the client gets the true answer even when its line cannot be written
+            emit_or_report(
+                service.audit, "renewal.refused", frontdoor=str(frontdoor_id)[:64], certificateId=previous_id,
+                code=exc.code, reason=exc.details.get("reason") if exc.details else None, message=exc.message,
+                source=source,
             )
             raise
 
@@ -499,6 +502,21 @@ class Renewer:
             subject_alt_names=current.subject_alt_names, previous_certificate_id=current.id,
         )
         try:
+            # Written before the record, which cannot be taken back: no certificate is handed out without its
+            # line (as for a redemption). Should the record fail, certificate.discarded with the serial follows.
+            emit_required(
+                service.audit, "certificate.renewed", actor=source or "anonymous", frontdoor=settings.id,
+                tokenId=current.token_id, previousCertificateId=current.id, previousSerial=current.serial_number,
+                certificateId=renewed.id, serial=renewed.serial_number, commonName=current.subject.common_name,
+                notAfter=isoformat(renewed.not_after), keyRotated=key_hash != current.public_key_sha256,
+                source=source,
+            )
+        except FrontdoorError:
+            # audit_unavailable: nothing was handed out; the certificate stays renewable (with a new JWT)
+            service._discard(signer, renewed, "audit log unavailable")
+            _quietly(lambda: store.release_renewal(settings.id, current.id, claim_id))
+            raise
+        try:
             recorded = store.record_renewal(settings.id, current.id, claim_id, renewed)
         except Exception as exc:  # noqa: BLE001
             latest = _quietly(lambda: store.get_certificate(settings.id, current.id))
@@ -522,12 +540,6 @@ class Renewer:
                 "The certificate changed while it was being renewed (the renewal outlived its lease); retry.",
                 retry_after=1,
             )
-        service.audit.emit(
-            "certificate.renewed", actor=source or "anonymous", frontdoor=settings.id, tokenId=current.token_id,
-            previousCertificateId=current.id, previousSerial=current.serial_number, certificateId=renewed.id,
-            serial=renewed.serial_number, commonName=current.subject.common_name, notAfter=isoformat(renewed.not_after),
-            keyRotated=key_hash != current.public_key_sha256, source=source,
-        )
         return renewed, False
 
     def _renewed_already(self, settings, current: CertificateRecord, key_hash: str, source) -> CertificateRecord:
@@ -537,8 +549,9 @@ class Renewer:
 
         renewed = self.service.store.get_certificate(settings.id, current.renewed_by)
         if renewed is not None and hashes_equal(renewed.public_key_sha256, key_hash):
-            self.service.audit.emit(
-                "renewal.replayed", frontdoor=settings.id, previousCertificateId=current.id,
+            # hands the certificate out again: not without its line (as redemption.replayed)
+            emit_required(
+                self.service.audit, "renewal.replayed", frontdoor=settings.id, previousCertificateId=current.id,
                 certificateId=renewed.id, serial=renewed.serial_number, source=source,
             )
             return renewed

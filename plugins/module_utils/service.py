@@ -390,9 +390,27 @@ class FrontdoorService:
             raise
         if not deleted:
             raise FrontdoorError("token_not_found", "Token %s was already deleted." % token_id)
+        acme_removed = self._forget_acme(frontdoor_id, token_id)
         emit_or_report(self.audit, "token.deleted", actor=actor, frontdoor=frontdoor_id, tokenId=token_id,
-                       name=record.name)
+                       name=record.name, acmeObjectsRemoved=acme_removed or None)
         return record
+
+    def _forget_acme(self, frontdoor_id: Optional[str], token_id: Optional[str] = None) -> int:
+        """The ACME state (binding, account, orders) of a deleted token goes with it (acme/state.py), after the
+        token: ``token_id`` None sweeps every token of the frontdoor(s) that is gone. The token's deletion stands
+        if this fails: the account is unusable without its token, and the next cleanup's sweep removes it."""
+        from .acme.state import forget_token, sweep
+
+        try:
+            if token_id is not None:
+                return forget_token(self.store, frontdoor_id, token_id)
+            return sweep(self.store, [frontdoor_id] if frontdoor_id is not None else sorted(self.frontdoors))
+        except Exception as exc:  # noqa: BLE001 - the deletion is done; what is left is reported, not raised
+            code = getattr(exc, "code", type(exc).__name__)
+            if code != "not_supported":  # a store without ACME state has nothing to remove
+                emit_or_report(self.audit, "acme.cleanup.failed", frontdoor=frontdoor_id or "*", tokenId=token_id,
+                               code=code, message=str(getattr(exc, "message", exc))[:300])
+            return 0
 
     def _claim_for_delete(self, frontdoor_id: str, token_id: str) -> TokenRecord:
         for _attempt in range(_CAS_ATTEMPTS):
@@ -433,9 +451,11 @@ class FrontdoorService:
             dry_run=dry_run,
         )
         if not dry_run:
+            acme_removed = self._forget_acme(frontdoor_id)  # the purged tokens' ACME state, and any left behind
             emit_or_report(
                 self.audit, "tokens.cleaned", actor=actor, frontdoor=frontdoor_id or "*", statuses=list(wanted),
                 olderThanSeconds=int(age.total_seconds()), deleted=len(ids), tokenIds=ids[:1000],
+                acmeObjectsRemoved=acme_removed or None,
             )
         return ids
 

@@ -161,7 +161,12 @@ def test_deactivated_account_and_deleted_token(gw, new_token, server):
     assert deleted.status_code == 204
     with pytest.raises(messages.Error) as order:
         client.new_order(make_csr(shared_key("p256", 82), cn="gone.proto.example", sans=["gone.proto.example"]).encode())
-    assert order.value.typ == "urn:ietf:params:acme:error:unauthorized" and "deleted" in order.value.detail
+    # the account went with its token (docs/acme.md, "State"), and the EAB with the token's secret
+    assert order.value.typ == "urn:ietf:params:acme:error:accountDoesNotExist", order.value
+    assert "removed with its token" in order.value.detail
+    with pytest.raises(messages.Error) as again:
+        register(library_client(server, key), key, token["acmeEab"])
+    assert again.value.typ == "urn:ietf:params:acme:error:unauthorized"
     # and asked by the account itself
     token = new_token("quit.proto.example")
     key = account_key("rs256")

@@ -41,11 +41,13 @@ try:
 except ImportError:  # pragma: no cover - Ansible's import sanity test runs without third-party packages
     josepy = messages = x509 = Encoding = None
 
+from ..audit import emit_or_report, emit_required
 from ..errors import FrontdoorError
 from ..model import STATE_REDEEMED, isoformat
 from ..tokens import CERT_ID_RE, TOKEN_ID_RE
 from . import protocol
 from .problems import AcmeProblem, from_engine
+from .state import forget_token
 
 ORDER_LIFETIME = _dt.timedelta(hours=24)
 FINALIZE_LEASE = _dt.timedelta(seconds=90)  # an order left "processing" by a crashed gateway is ready again after it
@@ -272,7 +274,8 @@ class AcmeServer:
         account_id = kid[len(prefix):] if kid.startswith(prefix) else ""
         got = self._get("account", "%s/%s" % (frontdoor_id, account_id)) if _plain_id(account_id) else None
         if got is None:
-            raise AcmeProblem("accountDoesNotExist", "No account %s on this frontdoor." % kid[:200])
+            raise AcmeProblem("accountDoesNotExist", "No account %s on this frontdoor (an account is removed with "
+                              "its token)." % kid[:200])
         return got
 
     def _live(self, ctx: _Context, allow_revoked: bool = False):
@@ -302,8 +305,8 @@ class AcmeServer:
             return doc
 
         doc = self._update("account", "%s/%s" % (ctx.frontdoor_id, account_id), change)
-        self.service.audit.emit(
-            "acme.account.deactivated", frontdoor=ctx.frontdoor_id, accountId=account_id,
+        emit_or_report(  # takes something away: goes ahead whatever the log
+            self.service.audit, "acme.account.deactivated", frontdoor=ctx.frontdoor_id, accountId=account_id,
             tokenId=ctx.account[0].get("tokenId"), reason=why, source=ctx.source,
         )
         return doc or ctx.account[0]
@@ -357,8 +360,8 @@ class AcmeServer:
             token = self.store.get_token(fd, eab["kid"])
         key = protocol.eab_hmac_key(self._key(), fd, token.id, token.secret_hash) if token is not None else None
         if token is None or not protocol.verify_eab(eab, key, request.jwk):
-            self.service.audit.emit("acme.account.refused", frontdoor=fd, tokenId=eab["kid"][:64],
-                                    reason="eab", source=ctx.source)
+            emit_or_report(self.service.audit, "acme.account.refused", frontdoor=fd, tokenId=eab["kid"][:64],
+                           reason="eab", source=ctx.source)
             raise AcmeProblem(
                 "unauthorized",
                 "The external account binding does not verify: unknown key id, wrong HMAC key, a token "
@@ -381,8 +384,8 @@ class AcmeServer:
         existing = self._get("account", "%s/%s" % (fd, account_id))
         owner = existing[0]["thumbprint"] if existing is not None else binding[0]["thumbprint"]
         if owner != thumb:
-            self.service.audit.emit("acme.account.refused", frontdoor=fd, tokenId=token.id, reason="bound",
-                                    source=ctx.source)
+            emit_or_report(self.service.audit, "acme.account.refused", frontdoor=fd, tokenId=token.id,
+                           reason="bound", source=ctx.source)
             raise AcmeProblem(
                 "unauthorized", "Token %s is already bound to another ACME account; its EAB works for one account "
                 "only. Ask the administrator for a new token." % token.id,
@@ -394,12 +397,23 @@ class AcmeServer:
                 "thumbprint": thumb, "status": "valid", "contact": contact, "createdAt": isoformat(self._now()),
                 "orders": [],
             }
+            # The account is what the token grants: not without its line, written before the account exists. If it
+            # cannot be written, the binding stays reserved for this key and a retry with it creates the account.
+            # (Two racing requests with the same key may both write it, with the same ids.)
+            emit_required(self.service.audit, "acme.account.bound", frontdoor=fd, accountId=account_id,
+                          tokenId=token.id, source=ctx.source)
             if self.store.acme_put("account", "%s/%s" % (fd, account_id), doc, 0):
                 status = 201
-                self.service.audit.emit("acme.account.bound", frontdoor=fd, accountId=account_id, tokenId=token.id,
-                                        source=ctx.source)
             existing = self._get("account", "%s/%s" % (fd, account_id))
         self.store.acme_put("key", "%s/%s" % (fd, thumb), {"account": account_id}, 0)
+        if existing is None or self.store.get_token(fd, token.id) is None:
+            # the token was deleted meanwhile (acme/state.py): what this request wrote goes with it
+            forget_token(self.store, fd, token.id)
+            key = self._get("key", "%s/%s" % (fd, thumb))
+            if key is not None and key[0].get("account") == account_id:
+                self.store.acme_delete("key", "%s/%s" % (fd, thumb))
+            self.store.acme_delete("account", "%s/%s" % (fd, account_id))
+            raise AcmeProblem("unauthorized", "Token %s was deleted." % token.id)
         return Reply(status, self._account_view(urls, existing[0]), location=urls.account(account_id))
 
     def _own_account(self, ctx: _Context, account_id: str) -> None:
@@ -462,10 +476,19 @@ class AcmeServer:
             doc["jwk"], doc["thumbprint"] = new_jwk.to_json(), new_thumb
             return doc
 
+        try:
+            # the new key gets the account: not without its line; the old key keeps it if the line cannot be written
+            emit_required(self.service.audit, "acme.account.key_changed", frontdoor=fd, accountId=account["id"],
+                          tokenId=account.get("tokenId"), source=ctx.source)
+        except FrontdoorError:
+            self.store.acme_delete("key", "%s/%s" % (fd, new_thumb))
+            raise
         doc = self._update("account", "%s/%s" % (fd, account["id"]), change)
         self.store.acme_delete("key", "%s/%s" % (fd, account["thumbprint"]))
-        self.service.audit.emit("acme.account.key_changed", frontdoor=fd, accountId=account["id"],
-                                tokenId=account.get("tokenId"), source=ctx.source)
+        if doc is None or self.store.get_token(fd, account["tokenId"]) is None:
+            # the token (and so the account) was deleted meanwhile: the new key entry goes too (acme/state.py)
+            self.store.acme_delete("key", "%s/%s" % (fd, new_thumb))
+            raise AcmeProblem("unauthorized", "This account is deactivated: its token was deleted.")
         return Reply(200, self._account_view(urls, doc or account), location=urls.account(account["id"]))
 
     # ------------------------------------------------------------------ orders
@@ -531,17 +554,33 @@ class AcmeServer:
             "identifiers": [_identifier(*i) for i in requested], "renewal": renewal,
             "expires": isoformat(now + ORDER_LIFETIME), "createdAt": isoformat(now), "certificateId": None,
         }
-        if not self.store.acme_put("order", "%s/%s" % (fd, order_id), doc, 0):
+        order_key = "%s/%s" % (fd, order_id)
+        if not self.store.acme_put("order", order_key, doc, 0):
             raise AcmeProblem("serverInternal", "Order id collision; retry.", status=500)
+        # The account's list is the index of its orders (the token's removal finds them there, acme/state.py):
+        # an order stands only once listed, and the orders that fall off the end of the bounded list go.
+        evicted: List[str] = []
 
         def remember(account):
-            account["orders"] = (list(account.get("orders") or []) + [order_id])[-MAX_ORDERS_LISTED:]
+            listed = list(account.get("orders") or []) + [order_id]
+            evicted[:] = listed[:-MAX_ORDERS_LISTED]
+            account["orders"] = listed[-MAX_ORDERS_LISTED:]
             return account
 
         try:
-            self._update("account", "%s/%s" % (fd, account_id), remember, attempts=2)
-        except AcmeProblem:  # noqa: S110 - the list is informational; the order stands
-            pass
+            listed = self._update("account", "%s/%s" % (fd, account_id), remember)
+        except (AcmeProblem, FrontdoorError):
+            try:
+                self.store.acme_delete("order", order_key)
+            except FrontdoorError:  # noqa: S110 - the store is down: an order nobody saw, never listed
+                pass
+            raise
+        if listed is None or self.store.get_token(fd, token.id) is None:
+            # the token (and so the account) was deleted meanwhile: the order goes with it
+            self.store.acme_delete("order", order_key)
+            raise AcmeProblem("unauthorized", "This account is deactivated: its token was deleted.")
+        for old in evicted:
+            self.store.acme_delete("order", "%s/%s" % (fd, old))
         return Reply(201, self._order_view(urls, doc), location=urls.order(order_id))
 
     def _own_order(self, ctx: _Context, order_id: str) -> Tuple[dict, int]:

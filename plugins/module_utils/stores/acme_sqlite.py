@@ -20,7 +20,7 @@ import json
 import os
 import secrets
 import sqlite3
-from typing import Optional, Tuple
+from typing import List, Optional, Set, Tuple
 
 _ACME_SCHEMA = """
 CREATE TABLE IF NOT EXISTS acme_objects (
@@ -91,6 +91,19 @@ class SQLiteAcmeState:
             "DELETE FROM acme_objects WHERE kind = ? AND expires_at IS NOT NULL AND expires_at < ?",
             (kind, before.timestamp()),
         ).rowcount
+
+    def acme_list(self, kind: str, folder: str) -> List[str]:
+        self._acme_schema()
+        prefix = folder + "/"
+        # a range on the primary key: "<folder>/" <= key < "<folder>0" ("0" follows "/")
+        rows = self._rows(
+            "SELECT key FROM acme_objects WHERE kind = ? AND key >= ? AND key < ?", (kind, prefix, folder + "0")
+        )
+        names = (row[0][len(prefix):] for row in rows)
+        return sorted(name for name in names if name and "/" not in name)
+
+    def acme_token_ids(self, frontdoor_id: str) -> Set[str]:
+        return {row[0] for row in self._rows("SELECT id FROM tokens WHERE frontdoor_id = ?", (frontdoor_id,))}
 
     def acme_server_key(self) -> bytes:
         if self._acme_key is None:

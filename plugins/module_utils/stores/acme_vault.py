@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import secrets
-from typing import Optional, Tuple
+from typing import List, Optional, Set, Tuple
 
 SERVER_KEY_BYTES = 32
 
@@ -55,6 +55,13 @@ class VaultAcmeState:
                 self._delete(self._p("acme", kind, hour, name))
                 removed += 1
         return removed
+
+    def acme_list(self, kind: str, folder: str) -> List[str]:
+        return sorted(n for n in self._list(self._p("acme", kind, folder) + "/") if not n.endswith("/"))
+
+    def acme_token_ids(self, frontdoor_id: str) -> Set[str]:
+        # the id index get_token reads first (i/<fd>/<id>): one LIST
+        return {n for n in self._list(self._p("i", frontdoor_id) + "/") if not n.endswith("/")}
 
     def acme_server_key(self) -> bytes:
         if self._acme_key is None:

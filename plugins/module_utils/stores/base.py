@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 import datetime as _dt
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Set, Tuple
 
 from ..errors import FrontdoorError
 from ..model import CertificateRecord, Page, TokenRecord
@@ -143,6 +143,16 @@ class TokenStore(abc.ABC):
     def acme_purge(self, kind: str, before: _dt.datetime) -> int:
         """Remove objects of ``kind`` written with an ``expires_at`` before ``before``; how many."""
         return 0
+
+    def acme_list(self, kind: str, folder: str) -> List[str]:
+        """The names of the objects of ``kind`` directly under ``folder`` (keys ``<folder>/<name>``), e.g. the
+        token ids of a frontdoor's bindings (acme/state.py sweeps those whose token is gone)."""
+        raise FrontdoorError("not_supported", "This token store does not keep ACME state.")
+
+    def acme_token_ids(self, frontdoor_id: str) -> Optional[Set[str]]:
+        """The ids of the frontdoor's tokens from one cheap listing, for the sweep of ACME state whose token is
+        gone (it confirms each absent id with get_token); None: no such listing, read each token instead."""
+        return None
 
     def acme_server_key(self) -> bytes:
         """32 random bytes made once per store (every gateway sharing the store sees the same): the key the
