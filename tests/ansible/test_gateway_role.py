@@ -42,6 +42,8 @@ pytestmark = [pytest.mark.ansible, pytest.mark.slow]
 
 PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
 API_TOKEN = "fdk_role_test_" + "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6"
+#: survives the EnvironmentFile's quoting: systemd keeps a backslash before ", \\, $ and ` out of the value
+ENV_ODD_VALUE = 'a "quoted" $HOME `x` back\\slash %p'
 #: `systemd-analyze security --offline` exposure (0 = fully confined, 10 = unconfined); 1.7 when written
 MAX_EXPOSURE = 2.5
 
@@ -102,7 +104,7 @@ class Deployment:
                 {"name": "deployer", "token": API_TOKEN, "permissions": {"*": ["*"]}},
                 {"name": "reader", "sha256": "ab" * 32, "permissions": {"default": ["tokens:read"]}},
             ],
-            "gateway_environment": {"FRONTDOOR_RATE_LIMITS": "off"},
+            "gateway_environment": {"FRONTDOOR_RATE_LIMITS": "off", "FRONTDOOR_ROLE_TEST": ENV_ODD_VALUE},
             "gateway_config": {
                 "frontdoors": [{"id": "default", "defaultTokenTtl": "1h", "certificateTtl": "30d"}],
             },
@@ -172,13 +174,16 @@ def systemd_words(command_line: str) -> List[str]:
 
 
 def environment_file(path: str) -> Dict[str, str]:
+    """NAME="value" lines as systemd's EnvironmentFile parser reads them: inside double quotes a backslash before
+    one of  " \\ ` $  is dropped, any other backslash is kept (the role writes only this form)."""
     env = {}
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             line = line.strip()
-            if line and not line.startswith("#"):
-                name, _, value = line.partition("=")
-                env[name] = shlex.split(value)[0] if value else ""
+            if line and not line.startswith(("#", ";")):
+                name, _, quoted = line.partition("=")
+                assert quoted.startswith('"') and quoted.endswith('"') and len(quoted) >= 2, line
+                env[name] = re.sub(r'\\([\\"`$])', r"\1", quoted[1:-1])
     return env
 
 
@@ -267,6 +272,7 @@ def test_role_deploys_a_gateway_that_serves_the_reference_workflow_over_https(co
     assert oct(os.stat(state).st_mode & 0o777) == "0o700"
     assert oct(os.stat(config_file).st_mode & 0o777) == "0o640"
     assert oct(os.stat(deploy.path("/etc/frontdoor-gateway/environment")).st_mode & 0o777) == "0o640"
+    assert environment_file(deploy.path("/etc/frontdoor-gateway/environment"))["FRONTDOOR_ROLE_TEST"] == ENV_ODD_VALUE
     with open(config_file, encoding="utf-8") as handle:
         text = handle.read()
     config = yaml.safe_load(text)
@@ -392,6 +398,7 @@ def test_check_mode_on_a_fresh_host_with_user_and_service_management(collections
     ({"gateway_package": "frontdoor-pki==0.1.0"}, "Set exactly one of gateway_package"),
     ({"gateway_tls": "files"}, "tls 'files' needs gateway_tls_cert"),
     ({"gateway_tls": "off"}, "value of gateway_tls must be one of: self, files, none"),
+    ({"gateway_environment": {"VAULT_TOKEN": "two\nlines"}}, "values of gateway_environment are single lines"),
     ({"gateway_api_tokens": [{"name": "x", "permissions": {}}]}, "every API token needs its token or its sha256"),
     ({"gateway_api_tokens": [{"name": "x", "token": "fdk_secret_in_a_bad_entry", "permissions": "all"}]},
      "permissions"),
