@@ -67,6 +67,20 @@ def new_token(service, common_name: str) -> dict:
     return {"id": record.id, "acmeEab": protocol.eab_credentials(service.store.acme_server_key(), record)}
 
 
+def issued_through_acme(service, name: str, seed: int = 60):
+    """A token redeemed and renewed by its bound account: a binding, an account, its key, two orders."""
+    from support.crypto import make_csr, shared_key
+
+    token = new_token(service, name)
+    client = Client(service)
+    assert client.register(token).status == 201
+    for index in (1, 2):
+        order = client.order(name)
+        done = client.finalize(order, make_csr(shared_key("p256", seed + index), cn=name, sans=[name]))
+        assert done.body["status"] == "valid"
+    return token, client
+
+
 def documents(store, frontdoor: str = "default") -> dict:
     """kind -> sorted names of the ACME documents of the frontdoor (bindings, accounts, key index, orders)."""
     return {kind: store.acme_list(kind, frontdoor) for kind in KINDS}

@@ -12,8 +12,7 @@ import pytest
 from frontdoor_pki.acme import server as acme_server
 from frontdoor_pki.acme.problems import AcmeProblem
 from frontdoor_pki.config import build_service, load_config
-from support.acme_inprocess import Client, documents, new_token
-from support.crypto import make_csr, shared_key
+from support.acme_inprocess import Client, documents, issued_through_acme, new_token
 
 EMPTY = {"binding": [], "account": [], "key": [], "order": []}
 
@@ -23,18 +22,6 @@ def service(tmp_path):
     engine = build_service(load_config(state_dir=str(tmp_path), env={}, data={"backend": "local"}))
     yield engine
     engine.close()
-
-
-def issued_through_acme(service, name: str):
-    """A token redeemed and renewed by its bound account: a binding, an account, its key, two orders."""
-    token = new_token(service, name)
-    client = Client(service)
-    assert client.register(token).status == 201
-    for index in (1, 2):
-        order = client.order(name)
-        done = client.finalize(order, make_csr(shared_key("p256", 60 + index), cn=name, sans=[name]))
-        assert done.body["status"] == "valid"
-    return token, client
 
 
 def test_delete_removes_the_tokens_acme_state_and_only_its(service):

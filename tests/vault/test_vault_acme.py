@@ -62,3 +62,69 @@ def test_certbot_on_vault_across_two_gateways(bao, tmp_path):
         again = _post(url, body)
         assert again.json()["type"] == "urn:ietf:params:acme:error:badNonce", again.text
         assert not (tmp_path / "a" / "acme-server.key").exists()  # the key is in Vault, not in a state dir
+
+        # deleting the token removes certbot's account, its key index, binding and orders from KV
+        prefix = data["vault"]["kvPrefix"] + "/acme/"
+        kinds = ("binding/", "account/", "key/", "order/")
+        assert [k for k in bao.kv_dump(path=prefix) if k[len(prefix):].startswith(kinds)]
+        deleted = b.request("DELETE", "/frontdoor/default/certificate-request-tokens/%s" % token["id"])
+        assert deleted.status_code == 204, deleted.text
+        assert [k for k in bao.kv_dump(path=prefix) if k[len(prefix):].startswith(kinds)] == []
+
+
+def test_acme_state_goes_with_its_token_on_vault(bao, make_vault_service):
+    """Delete, a token deleted in the middle of newOrder, cleanup and the sweep of leftovers, on KV v2 (the same
+    rules as tests/unit/test_acme_state_cleanup.py on SQLite), checked in KV itself."""
+    import datetime as _dt
+
+    from frontdoor_pki.acme.problems import AcmeProblem
+    from support.acme_inprocess import Client, documents, issued_through_acme, new_token
+
+    service, data = make_vault_service(bao)
+    prefix = data["vault"]["kvPrefix"]
+    store = service.store
+    gone, client = issued_through_acme(service, "gone.vault.example", seed=70)
+    kept, _kept_client = issued_through_acme(service, "kept.vault.example", seed=72)
+    service.delete_token("default", gone["id"])
+    after = documents(store)
+    assert after["binding"] == [kept["id"]] and len(after["account"]) == len(after["key"]) == 1
+    assert len(after["order"]) == 2
+    with pytest.raises(AcmeProblem) as refused:
+        client.order("gone.vault.example")
+    assert refused.value.kind == "accountDoesNotExist"
+
+    racing = new_token(service, "race.vault.example")
+    racer = Client(service)
+    racer.register(racing)
+    real_put = store.acme_put
+
+    def put_then_delete(kind, key, doc, version, expires_at=None):
+        written = real_put(kind, key, doc, version, expires_at=expires_at)
+        if kind == "order":
+            service.delete_token("default", racing["id"])
+        return written
+
+    store.acme_put = put_then_delete
+    try:
+        with pytest.raises(AcmeProblem):
+            racer.order("race.vault.example")
+    finally:
+        store.acme_put = real_put
+    assert documents(store)["binding"] == [kept["id"]] and len(documents(store)["order"]) == 2
+
+    # leftovers of a token deleted while its ACME removal failed: the next cleanup sweeps them
+    left, _left_client = issued_through_acme(service, "left.vault.example", seed=74)
+    real_delete = store.acme_delete
+    store.acme_delete = lambda kind, key: (_ for _ in ()).throw(AcmeProblem("serverInternal", "down"))
+    try:
+        service.delete_token("default", left["id"])
+    finally:
+        store.acme_delete = real_delete
+    assert left["id"] in documents(store)["binding"]
+    later = service.clock() + _dt.timedelta(seconds=5)
+    service.clock = lambda: later
+    assert service.cleanup("default", statuses=["redeemed"]) == [kept["id"]]
+    assert documents(store) == {"binding": [], "account": [], "key": [], "order": []}
+    in_kv = bao.kv_dump(path=prefix + "/acme/")
+    assert prefix + "/acme/server/key" in in_kv  # the dump sees the ACME documents
+    assert [k for k in in_kv if not k.startswith((prefix + "/acme/nonce/", prefix + "/acme/server/"))] == []
