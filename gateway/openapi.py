@@ -18,7 +18,7 @@ description of each status lists the codes that status carries, taken from ``fro
 The codes are that table, nothing else: ``ErrorCode`` is built from it, so a new code (``FrontdoorError`` refuses
 one that is not in the table) is added in ``plugins/module_utils/errors.py`` only and appears here by itself.
 ``429`` (``rate_limited``) always documents the ``Retry-After`` header as required; ``409`` and ``503`` document it
-as optional (``redemption_in_progress``, a locked store or a busy signer send it).
+as optional (a claim in flight, a locked store, a busy signer or an unwritable audit log send it).
 
 ``install(app)`` replaces ``app.openapi`` with one that post-processes FastAPI's generated document through the
 public ``fastapi.openapi.utils.get_openapi``: it drops the ``422`` FastAPI adds on its own to every route with
@@ -53,7 +53,7 @@ ADMIN = (401, 403, 429)
 # Statuses whose answer may carry Retry-After; True = always does.
 _RETRY_AFTER = {409: False, 429: True, 503: False}
 _RETRY_AFTER_TEXT = {
-    409: "Seconds until the claim of a redemption in flight lapses (redemption_in_progress only).",
+    409: "Seconds until the claim of a request in flight lapses (redemption_in_progress, renewal_in_progress).",
     429: "Seconds until the rate-limit window lets this client try again.",
     503: "Seconds after which a retry may succeed, when the backend said so.",
 }
