@@ -19,7 +19,11 @@
 * **Deactivation.** An account whose token was deleted, or whose token's last certificate was revoked,
   is deactivated when next seen; so is one that asks for it.
 * **State** (accounts, key index, bindings, orders, used nonces) lives in the token store as small JSON
-  documents with check-and-set (``TokenStore.acme_*``), so it works across workers and gateways.
+  documents with check-and-set (``TokenStore.acme_*``), so it works across workers and gateways. A token's
+  binding, account, key entry and orders are removed with the token (acme/state.py); the requests here that
+  write some re-read the token afterwards and undo their writes if it was deleted meanwhile.
+* **Audit.** A binding and a key change hand the token's use to a key: their lines are required
+  (``emit_required``, written before the step); refusals and deactivations are ``emit_or_report``.
 
 Everything here raises ``AcmeProblem`` for a refusal; the HTTP face only moves bytes.
 """
