@@ -16,8 +16,8 @@
   before issue leaves the token redeemable and the order ``ready`` for another try).
 * **Renewal.** The bound account may order the same identifiers again while the token's last
   certificate is valid; finalizing it is ``redeem_bound(renewal=True)`` (audited ``token.renewed``).
-* **Deactivation.** An account whose token was deleted, or whose token's last certificate was revoked,
-  is deactivated when next seen; so is one that asks for it.
+* **Deactivation.** An account whose token's last certificate was revoked (or whose token is gone but its
+  removal has not run yet) is deactivated when next seen; so is one that asks for it.
 * **State** (accounts, key index, bindings, orders, used nonces) lives in the token store as small JSON
   documents with check-and-set (``TokenStore.acme_*``), so it works across workers and gateways. A token's
   binding, account, key entry and orders are removed with the token (acme/state.py); the requests here that
