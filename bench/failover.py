@@ -93,12 +93,14 @@ class Node:
 def _node_config(node: Node, peers: List[Node], performance_multiplier: int, standby_reads: bool = True) -> str:
     joins = "".join('  retry_join {\n    leader_api_addr = "%s"\n  }\n' % peer.url for peer in peers)
     return (
-        'storage "raft" {\n  path = "%s"\n  node_id = "%s"\n  performance_multiplier = %d\n%s}\n'
+        'storage "raft" {\n  path = "%s"\n  node_id = "%s"\n%s%s}\n'
         'listener "tcp" {\n  address = "127.0.0.1:%d"\n  cluster_address = "127.0.0.1:%d"\n'
         '  tls_disable = true\n}\n'
         'api_addr = "%s"\ncluster_addr = "https://127.0.0.1:%d"\ndisable_mlock = true\nui = false\n'
         'log_level = "info"\n%s'
-    ) % (os.path.join(node.dir, "raft"), node.name, performance_multiplier, joins, node.port, node.cluster_port,
+    ) % (os.path.join(node.dir, "raft"), node.name,
+         "  performance_multiplier = %d\n" % performance_multiplier if performance_multiplier else "", joins,
+         node.port, node.cluster_port,
          node.url, node.cluster_port, "" if standby_reads else "disable_standby_reads = true\n")
 
 
@@ -129,7 +131,8 @@ class Cluster:
             self._wait(lambda n=node: self._status(n) is not None, "%s to listen" % node.name)
         first = self.nodes[0]
         init = self.session.put(first.url + "/v1/sys/init", json={"secret_shares": 1, "secret_threshold": 1}, timeout=30)
-        init.raise_for_status()
+        if init.status_code != 200:
+            raise RuntimeError("sys/init on n1: HTTP %d %s\n%s" % (init.status_code, init.text[:300], self.log(first)))
         self.root_token = init.json()["root_token"]
         self.unseal_key = init.json()["keys_base64"][0]
         self._unseal(first)
@@ -687,7 +690,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--vault-route", choices=("active", "any"), default="active")
     parser.add_argument("--standby-reads", choices=("on", "off"), default="on",
                         help="off: disable_standby_reads = true on every node (standbys forward reads too)")
-    parser.add_argument("--performance-multiplier", type=int, default=1, help="raft performance_multiplier")
+    parser.add_argument("--performance-multiplier", type=int, default=1,
+                        help="raft performance_multiplier (0: leave it out, OpenBao's default)")
     parser.add_argument("--retry-delay", type=float, default=0.5)
     parser.add_argument("--give-up", type=float, default=15.0,
                         help="a client stops retrying a token after this (less than the lease: a stuck claim shows)")
