@@ -405,14 +405,10 @@ class AuthFailureLimit:
             await _storage_call(self.limits, self.limits.check_auth, address)
         except FrontdoorError as exc:
             return await _refuse(exc, scope, receive, send)
-        status = 0
-
-        async def observing_send(message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
+        async def counting_send(message) -> None:
+            # counted before the 401 leaves: a client that retries at once must find the count already there
+            if message["type"] == "http.response.start" and message["status"] == 401:
+                await _storage_call(self.limits, self.limits.auth_failed, address)
             await send(message)
 
-        await self.app(scope, receive, observing_send)
-        if status == 401:
-            await _storage_call(self.limits, self.limits.auth_failed, address)
+        await self.app(scope, receive, counting_send)
