@@ -143,7 +143,8 @@ class Deployment:
 
 def task_status(out: str, task: str) -> str:
     """'changed', 'ok', 'skipping'... of the first task whose name starts with ``task`` in ansible-playbook's output."""
-    match = re.search(r"^TASK \[[^\]]*: %s[^\]]*\][^\n]*\n(\w+)" % re.escape(task), out, re.MULTILINE)
+    match = re.search(r"^TASK \[[^\]]*: %s[^\]]*\].*?^(ok|changed|skipping|fatal|failed)\b" % re.escape(task), out,
+                      re.MULTILINE | re.DOTALL)
     assert match, "task %r not in the output" % task
     return match.group(1)
 
@@ -325,11 +326,15 @@ def test_role_deploys_a_gateway_that_serves_the_reference_workflow_over_https(co
     assert counts["failed"] == 0 and counts["changed"] == 2, out[-4000:]
     print("role: first run %.1f s, second run %.1f s" % (first_run, second_run))
 
-    # TLS from given files: the key is written 0640 and never shown, the unit serves them, the rest is untouched
+    # TLS from given files: the key is written 0640 and never shown, the unit serves them, the rest is untouched;
+    # and the package named as a pip requirement the host resolves (here the wheel already on it) installs nothing
     ca_pem, cert_pem, key_pem = _server_certificate("localhost")
-    deploy.set(gateway_tls="files", gateway_tls_cert=cert_pem, gateway_tls_key=key_pem)
+    wheel_on_host = deploy.path("/opt/frontdoor-gateway/dist/" + os.path.basename(artifacts["wheel"]))
+    deploy.set(gateway_tls="files", gateway_tls_cert=cert_pem, gateway_tls_key=key_pem,
+               gateway_package_file="", gateway_package=wheel_on_host)
     counts, out = deploy.apply("-vv")
     assert counts["failed"] == 0 and counts["changed"] == 3, out[-4000:]  # certificate, key, unit
+    assert task_status(out, "Install the gateway package") == "ok"
     assert "PRIVATE KEY" not in out and API_TOKEN not in out
     key_file = deploy.path("/etc/frontdoor-gateway/tls/server.key")
     assert oct(os.stat(key_file).st_mode & 0o777) == "0o640" and open(key_file).read() == key_pem
