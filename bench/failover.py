@@ -141,7 +141,9 @@ class Cluster:
             self._unseal(node)
         for node in self.nodes[1:]:
             self._wait(lambda n=node: self._status(n) == 429, "%s to join as an unsealed standby" % node.name, 90)
-        self._wait(lambda: len(self.raft_peers()) == 3, "3 raft voters", 60)
+        # autopilot adds a joining node as a non-voter until it has been healthy for a while (10 s by default):
+        # killing the leader before both others vote would leave no quorum, and no new leader
+        self._wait(lambda: sum(1 for p in self.raft_peers() if p.get("voter")) == 3, "3 raft voters", 90)
 
     def _unseal(self, node: Node) -> None:
         deadline = time.monotonic() + 60
@@ -156,12 +158,12 @@ class Cluster:
                 raise RuntimeError("%s did not unseal:\n%s" % (node.name, self.log(node)))
             time.sleep(0.3)
 
-    def _status(self, node: Node) -> Optional[int]:
+    def _status(self, node: Node, session: Optional[requests.Session] = None) -> Optional[int]:
         """/sys/health's status code: 200 active, 429 standby, 503 sealed, 501 not initialised."""
         if not node.alive():
             return None
         try:
-            return self.session.get(node.url + "/v1/sys/health", timeout=1).status_code
+            return (session or self.session).get(node.url + "/v1/sys/health", timeout=2).status_code
         except requests.RequestException:
             return None
 
@@ -185,20 +187,34 @@ class Cluster:
                 return node
         return None
 
-    def root(self, method: str, path: str, **kwargs) -> requests.Response:
-        node = self.active()
-        if node is None:
-            raise RuntimeError("no active OpenBao node")
+    def root(self, method: str, path: str, wait: float = 60.0, **kwargs) -> requests.Response:
+        """A request as root to the active node, waiting up to ``wait`` s for there to be one (an election
+        on a busy machine can outlast the load). Reads are sent again after a 5xx or a lost answer; writes
+        never are (they may have been applied)."""
         kwargs.setdefault("timeout", 30)
-        answer = self.session.request(method, "%s/v1/%s" % (node.url, path), headers={"X-Vault-Token": self.root_token},
-                                      **kwargs)
+        deadline = time.monotonic() + wait
+        while True:
+            node = self.active()
+            answer = None
+            if node is not None:
+                try:
+                    answer = self.session.request(method, "%s/v1/%s" % (node.url, path),
+                                                  headers={"X-Vault-Token": self.root_token}, **kwargs)
+                except requests.RequestException:
+                    if method not in ("GET", "LIST"):
+                        raise
+                if answer is not None and (answer.status_code < 500 or method not in ("GET", "LIST")):
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("no active OpenBao node answered %s %s within %.0f s" % (method, path, wait))
+            time.sleep(0.25)
         if answer.status_code >= 400 and answer.status_code != 404:
             raise RuntimeError("%s %s -> %s %s" % (method, path, answer.status_code, answer.text[:300]))
         return answer
 
     def raft_peers(self) -> List[dict]:
         try:
-            answer = self.root("GET", "sys/storage/raft/configuration")
+            answer = self.root("GET", "sys/storage/raft/configuration", wait=2)
         except RuntimeError:
             return []
         return answer.json()["data"]["config"]["servers"]
@@ -417,7 +433,7 @@ class LeaderWatch(threading.Thread):
         while not self.done.is_set() and (self.new_leader is None or self.front_ok is None):
             if self.new_leader is None:
                 for node in self.cluster.nodes:
-                    if node is not self.killed and self.cluster._status(node) == 200:
+                    if node is not self.killed and self.cluster._status(node, session) == 200:
                         self.new_leader = (node.name, time.monotonic())
             if self.front_ok is None:
                 try:
