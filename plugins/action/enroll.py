@@ -42,7 +42,9 @@ def argument_spec() -> Dict[str, Dict[str, Any]]:
     spec.update(certificate_files_argument_spec())
     spec.update({k: dict(v) for k, v in FILE_COMMON_ARGUMENTS.items()})
     spec.update(
-        privatekey_path=dict(type="path", required=True),
+        privatekey_path=dict(type="path"),
+        state=dict(type="str", default="present", choices=["present", "revoked", "absent"]),
+        revoke=dict(type="bool", default=False),
         token_name=dict(type="str"),
         token_ttl=dict(type="str", default="15m"),
         subject_alt_names=dict(type="dict"),
@@ -76,7 +78,7 @@ class ActionModule(ActionBase):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
         del tmp
-        validator = ArgumentSpecValidator(argument_spec())
+        validator = ArgumentSpecValidator(argument_spec(), required_if=[("state", "present", ("privatekey_path",))])
         validated = validator.validate(self._task.args)
         if validated.error_messages:
             # the messages name options, never their values (no_log values are masked by the validator)
@@ -89,6 +91,11 @@ class ActionModule(ActionBase):
         params["token_name"] = params["token_name"] or task_vars.get("inventory_hostname")
         if params["common_name"] is None:
             params["common_name"] = task_vars.get("inventory_hostname")
+
+        if params["state"] != "present":
+            result.update(self._retire(params, task_vars))
+            result["minted"] = False
+            return result
 
         host_args = self._host_args(params)
         # Without a certificate on the host nothing can renew, so a token is needed for sure: a shell test of the
@@ -133,6 +140,68 @@ class ActionModule(ActionBase):
         for token in backend.list_tokens(name=name, status=["active"]):
             if token["id"] != keep:
                 backend.delete_token(token["id"])
+
+    # ------------------------------------------------------------------ revoked / absent
+    def _retire(self, params: Dict[str, Any], task_vars) -> Dict[str, Any]:
+        """state=revoked: revoke the host's certificate on the controller (the admin credentials stay there) and keep
+        the files; state=absent: remove the files on the host, after revoking the certificate if revoke=true."""
+        path = params["path"]
+        held = self._execute_module(module_name="frontdoor.pki.client_certificate_info", module_args={"path": path},
+                                    task_vars=task_vars)
+        held.pop("invocation", None)
+        if held.get("failed"):
+            return held
+        out: Dict[str, Any] = dict(changed=False, path=path)
+        if held.get("exists"):
+            out.update(serial_number=held["serial_number"], common_name=held.get("common_name"),
+                       not_after=held.get("not_after"))
+        if params["state"] == "revoked" or params["revoke"]:
+            if not held.get("exists"):
+                if params["state"] == "revoked":
+                    return dict(out, failed=True, error_code="invalid_request",
+                                msg="There is no readable certificate at %s to revoke." % path)
+                out["revoked"] = False
+            else:
+                try:
+                    changed, certificate_id = self._revoke(params, held["serial_number"])
+                except _Failed as exc:
+                    return dict(out, **exc.result)
+                out.update(changed=changed, revoked=True, certificate_id=certificate_id)
+        if params["state"] == "absent":
+            args = {"path": path, "state": "absent", "backup": params["backup"]}
+            for name in ("chain_path", "fullchain_path"):
+                if params.get(name):
+                    args[name] = params[name]
+            removed = self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
+            removed.pop("invocation", None)
+            if removed.get("failed"):
+                return dict(out, **removed)
+            out["removed"] = removed.get("removed", [])
+            out["changed"] = bool(out["changed"] or removed.get("changed"))
+        return out
+
+    def _revoke(self, params: Dict[str, Any], serial: str):
+        """(changed, certificate id): the certificate with this serial revoked on the frontdoor (admin)."""
+        backend = self._backend(params)
+        try:
+            record = backend.find_certificate(serial)
+            if record is None:
+                raise _Failed(dict(failed=True, error_code="certificate_not_found",
+                                   msg="The frontdoor has no certificate with serial %s (the one at %s): it was not "
+                                       "issued by this frontdoor (check frontdoor_id)." % (serial, params["path"])))
+            if record.get("revoked_at"):
+                return False, record.get("id")
+            if not self._task.check_mode:
+                backend.revoke_certificate(record["id"])
+            return True, record.get("id")
+        except FrontdoorError as exc:
+            try:
+                fail_from_error(_ControllerModule(params), exc, "Revoking the certificate with serial %s" % serial)
+            except _Failed as failed:
+                raise failed from None
+            raise
+        finally:
+            backend.close()
 
     # ------------------------------------------------------------------ host side
     def _host_args(self, params: Dict[str, Any]) -> Dict[str, Any]:

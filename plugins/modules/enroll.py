@@ -58,8 +58,23 @@ options:
     description:
       - Private key (PEM) on the host. Generated there (mode V(0600) from its first byte) if it does not exist,
         and regenerated as O(regenerate) says.
+      - Required with O(state=present).
     type: path
-    required: true
+  state:
+    description:
+      - V(present) keeps a good certificate on the host, as described above.
+      - V(revoked) revokes the certificate at O(path) on the frontdoor, with the admin credentials on the controller,
+        and leaves the files. The host only reads its certificate's serial number.
+      - V(absent) removes O(path), O(chain_path) and O(fullchain_path) on the host (not the key), and with
+        O(revoke=true) revokes the certificate first.
+    type: str
+    choices: [present, revoked, absent]
+    default: present
+  revoke:
+    description:
+      - With O(state=absent), revoke the certificate before removing its files (decommissioning).
+    type: bool
+    default: false
   token_name:
     description:
       - Name of a token minted for this host. It also becomes the name of the certificate record.
@@ -117,6 +132,14 @@ EXAMPLES = r"""
         remaining_days: 10
       register: enrolment
 
+    - name: Decommission - revoke the certificate (on the controller) and remove the files
+      frontdoor.pki.enroll:
+        path: /etc/pki/frontdoor/client.crt
+        chain_path: /etc/pki/frontdoor/ca-chain.pem
+        state: absent
+        revoke: true
+      when: decommission | default(false)
+
     - name: Rotate every host's key (renewal with the current certificate, no token)
       frontdoor.pki.enroll:
         privatekey_path: /etc/pki/frontdoor/client.key
@@ -131,6 +154,15 @@ minted:
   description: Whether this run minted a token for the host (it needed a certificate that could not renew).
   returned: always
   type: bool
+revoked:
+  description: Whether the certificate is revoked after the run.
+  returned: O(state=revoked), or O(state=absent) with O(revoke=true)
+  type: bool
+removed:
+  description: The files removed on the host.
+  returned: O(state=absent)
+  type: list
+  elements: str
 token_id:
   description: Id of the token minted (never its secret).
   returned: when minted

@@ -184,3 +184,26 @@ def test_enroll_failures_are_visible_and_leave_no_orphan_token(play, tmp_path):
     assert refused["error_code"] == "invalid_request" and "Minting a token" in refused["msg"]
     assert "censored" not in str(refused)
     assert results["left"]["tokens"] == []
+
+
+def test_enroll_revokes_and_decommissions(play, tmp_path):
+    files = {"path": str(tmp_path / "c.pem"), "chain_path": str(tmp_path / "chain.pem")}
+    results, _proc = play.run([
+        ("enrolled", {"frontdoor.pki.enroll": dict(files, privatekey_path=str(tmp_path / "k.pem"))}),
+        ("revoked", {"frontdoor.pki.enroll": dict(files, state="revoked")}),
+        ("again", {"frontdoor.pki.enroll": dict(files, state="revoked")}),
+        ("renewal", {"frontdoor.pki.client_certificate": dict(files, privatekey_path=str(tmp_path / "k.pem"),
+                                                              remaining_days=400, missing_token="skip")}),
+        ("gone", {"frontdoor.pki.enroll": dict(files, state="absent", revoke=True)}),
+        ("nothing", {"frontdoor.pki.enroll": dict(files, state="absent", revoke=True)}),
+    ], module_defaults={"state_dir": str(tmp_path / "state")})
+    assert results["enrolled"]["minted"] is True
+    revoked = results["revoked"]
+    assert revoked["changed"] is True and revoked["revoked"] is True
+    assert revoked["serial_number"] == results["enrolled"]["serial_number"]
+    assert results["again"]["changed"] is False
+    assert results["renewal"]["needs_token"] is True and results["renewal"]["renewal_refused"] == "certificate_revoked"
+    gone = results["gone"]
+    assert gone["changed"] is True and gone["removed"] == [files["path"], files["chain_path"]]
+    assert (tmp_path / "k.pem").exists() and not (tmp_path / "c.pem").exists()
+    assert results["nothing"]["changed"] is False and results["nothing"]["revoked"] is False
