@@ -252,9 +252,14 @@ def cmd_serve(args) -> int:
         from .metrics import parse_address
 
         try:
-            parse_address(args.metrics_address)
+            metrics_host, _port = parse_address(args.metrics_address)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if not https and not is_loopback(metrics_host) and not args.insecure_http:
+            raise ConfigError(
+                "refusing plain HTTP metrics on %s: serve the gateway with HTTPS (its certificate then serves the "
+                "metrics too), use a loopback --metrics-address, or pass --insecure-http" % metrics_host
+            )
         env["FRONTDOOR_METRICS_ADDRESS"] = args.metrics_address
     # Validate everything (and create the CA and admin token) once, before any worker starts.
     config, service, _auth = build_from_env(env)
@@ -297,7 +302,7 @@ def cmd_serve(args) -> int:
            ", trusting X-Forwarded-For/-Proto from %s" % ", ".join(trusted) if trusted else ""),
         file=sys.stderr,
     )
-    _serve_metrics(args, config)
+    _serve_metrics(args, config, (cert_path, key_path) if https else None)
     tls_options = dict(
         ssl_certfile=cert_path, ssl_keyfile=key_path,
         ssl_context_factory=context_factory(args.tls_min_version, config.state_dir if args.tls_self else None,
@@ -323,13 +328,14 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def _serve_metrics(args, config) -> None:
+def _serve_metrics(args, config, tls_files=None) -> None:
     """Workers > 1: a private PROMETHEUS_MULTIPROC_DIR for them (emptied now). --metrics-address: serve the
     metrics from this process with prometheus_client's own HTTP server, not from the workers.
 
     Why here: this process lives as long as the gateway and serves no requests; it reads every worker's
     files (multi-process mode), or with one worker it is that worker. A listener in each worker could not share
-    one port, and a second uvicorn server would be a second supervisor to run."""
+    one port, and a second uvicorn server would be a second supervisor to run. With ``tls_files`` (the gateway's
+    own certificate and key) that server speaks HTTPS with the gateway's TLS minimum."""
     from .metrics import (
         MULTIPROC_ENV,
         TokenStatusCollector,
@@ -347,11 +353,12 @@ def _serve_metrics(args, config) -> None:
 
     collector = TokenStatusCollector(build_store(config), [f.id for f in config.frontdoors], utcnow)
     try:
-        host, port = start_metrics_server(args.metrics_address, registry_with([collector]))
+        host, port = start_metrics_server(args.metrics_address, registry_with([collector]), tls_files,
+                                          args.tls_min_version)
     except OSError as exc:
         raise ConfigError("--metrics-address %s: %s" % (args.metrics_address, exc.strerror or exc)) from None
-    print("frontdoor-gateway: metrics on http://%s:%d/metrics (no authentication: keep this address private)"
-          % (host, port), file=sys.stderr)
+    print("frontdoor-gateway: metrics on %s://%s:%d/metrics (no authentication: keep this address private)"
+          % ("https" if tls_files else "http", host, port), file=sys.stderr)
 
 
 def cmd_init(args) -> int:

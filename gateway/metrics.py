@@ -372,12 +372,19 @@ def worker_stopping() -> None:
         multiprocess.mark_process_dead(os.getpid(), path)
 
 
-def start_metrics_server(address: str, registry: CollectorRegistry) -> Tuple[str, int]:
-    """``prometheus_client.start_http_server`` on HOST:PORT; returns the bound (host, port)."""
+def start_metrics_server(address: str, registry: CollectorRegistry, tls_files: Optional[Tuple[str, str]] = None,
+                         tls_minimum: str = "1.2") -> Tuple[str, int]:
+    """``prometheus_client.start_http_server`` on HOST:PORT, HTTPS with ``tls_files`` (certificate, key) and
+    ``tls_minimum`` ("1.2" or "1.3") as the floor, as the API port; returns the bound (host, port)."""
     from prometheus_client import start_http_server
 
+    from .tls import MIN_VERSIONS
+
     host, port = parse_address(address)
-    server, _thread = start_http_server(port, addr=host, registry=registry)
+    tls = {}
+    if tls_files:
+        tls = dict(certfile=tls_files[0], keyfile=tls_files[1], tls_min_version=MIN_VERSIONS[tls_minimum])
+    server, _thread = start_http_server(port, addr=host, registry=registry, **tls)
     return host, server.server_port
 
 

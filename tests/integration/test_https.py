@@ -283,6 +283,7 @@ def _serve_in_process(args, tmp_path, monkeypatch, capsys) -> tuple:
     (["--tls-self", "bad_name!"], "neither an IP address nor a DNS host name"),
     (["--forwarded-allow-ips", "*"], "'*' would let any client set its own address"),
     (["--forwarded-allow-ips", "proxy.example"], "is not an IP address or network"),
+    (["--metrics-address", "192.0.2.10:9102"], "refusing plain HTTP metrics on 192.0.2.10"),
 ])
 def test_bad_tls_and_proxy_options_are_a_clear_error(tmp_path, monkeypatch, capsys, args, message):
     junk = tmp_path / "junk.pem"
@@ -372,3 +373,21 @@ def test_the_modules_gateway_client_verifies_with_ca_path_whatever_the_environme
         with pytest.raises(FrontdoorError) as info:
             client.ca_chain("default")
     assert info.value.code == "gateway_unavailable" and "ca_path" in info.value.message
+
+
+def test_metrics_address_speaks_https_with_the_gateways_certificate(tmp_path):
+    """--metrics-address beside HTTPS serves the metrics with the same certificate and TLS floor."""
+    state = str(tmp_path / "state")
+    ca_file = os.path.join(state, "tls", "ca.pem")
+    metrics_port = free_port()
+    args = ("--tls-self", "localhost", "127.0.0.1", "--metrics-address", "127.0.0.1:%d" % metrics_port)
+    with run_gateway(state, extra_args=args, ca_file=ca_file) as gw:
+        created = gw.create_token(name="m-tls", commonName="m.example").json()
+        assert gw.redeem(created["token"], make_csr(make_key("p256"), cn="x")).status_code == 201
+        answer = requests.get("https://127.0.0.1:%d/metrics" % metrics_port, timeout=10, verify=ca_file)
+        assert answer.status_code == 200
+        assert 'frontdoor_redemptions_total{frontdoor="default",outcome="issued"} 1.0' in answer.text
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get("http://127.0.0.1:%d/metrics" % metrics_port, timeout=10)
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+            _handshake(metrics_port, ssl.TLSVersion.TLSv1_1)
