@@ -677,6 +677,10 @@ class FrontdoorService:
             # Another request changed the token first: it won a race we did not claim against (local CA), or our
             # claim lapsed (the signer was slower than the lease).
             self._discard(signer, certificate, "token changed before the record")
+            # The check-and-set may also have been refused by a replica that had not yet seen our claim (an OpenBao
+            # standby serving reads): then the claim is still ours, and keeping it would hold the token for the
+            # whole lease. If another request took the token, this check-and-set fails and changes nothing.
+            self._release(claimed)
             raise FrontdoorError(
                 "redemption_in_progress",
                 "The token changed while it was being redeemed; retry (a retry with the same key returns the "

@@ -92,3 +92,47 @@ def test_the_loser_of_an_unclaimed_race_gets_no_certificate(service, tmp_path, s
             service.redeem("default", secret, make_csr(key, cn="l"))
         assert refused.value.code == "token_already_used"
     assert service.list_certificates("default").total == 1
+
+
+class _RefusesFirstRecord:
+    """The real store, except that the first record check-and-set is refused without writing: what a replica
+    that has not yet seen the claim answers (an OpenBao standby serving reads)."""
+
+    def __init__(self, store):
+        self._store = store
+        self.refusals = 1
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def record_redemption(self, record, expected_version, certificate):
+        if self.refusals:
+            self.refusals -= 1
+            return False
+        return self._store.record_redemption(record, expected_version, certificate)
+
+
+class _Claiming:
+    """The real local signer, redeemed through the claiming protocol (as Vault and step-ca are)."""
+
+    claim_before_signing = True
+
+    def __init__(self, signer):
+        self._signer = signer
+
+    def __getattr__(self, name):
+        return getattr(self._signer, name)
+
+
+def test_a_refused_record_gives_the_claim_back(service):
+    record, secret = service.create_token("default", name="stale", common_name="stale.example")
+    service.store = _RefusesFirstRecord(service.store)
+    service.signers["default"] = _Claiming(service.signers["default"])
+    key = make_key("p256")
+    with pytest.raises(FrontdoorError) as info:
+        service.redeem("default", secret, make_csr(key, cn="x"))
+    assert info.value.code == "redemption_in_progress"
+    stored = service.get_token("default", record.id)
+    assert stored.claim_id is None and stored.status() == "active"  # not held for the lease
+    again = service.redeem("default", secret, make_csr(key, cn="x"))  # at once, no 30 s wait
+    assert not again.replayed and service.list_certificates("default").total == 1
