@@ -50,7 +50,7 @@ from ..errors import FrontdoorError, SignerUnavailable
 from ..issued import key_is, sans_are, subject_is
 from ..model import CertificateRecord, IssuedCertificate, SignRequest, utcnow
 from ..tokens import parse_duration
-from ..vault.client import VaultClient, hvac_exc, shared_client
+from ..vault.client import VaultClient, hvac_exc, shared_client, whole_errors
 from .base import Signer
 
 ROLE_PREFIX = "frontdoor-"
@@ -367,7 +367,7 @@ class VaultPKISigner(Signer):
 def _short(exc: BaseException) -> str:
     errors = getattr(exc, "errors", None)
     if isinstance(errors, list) and errors:
-        return "; ".join(str(e) for e in errors)[:300]
+        return whole_errors(errors)
     return type(exc).__name__
 
 

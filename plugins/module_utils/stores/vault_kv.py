@@ -58,7 +58,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from ..errors import FrontdoorError, StoreUnavailable
 from ..model import STATE_REDEEMED, UTC, CertificateRecord, Page, Subject, SubjectAltNames, TokenRecord
-from ..vault.client import VaultClient, hvac_exc, is_cas_mismatch, shared_client
+from ..vault.client import VaultClient, hvac_exc, is_cas_mismatch, shared_client, whole_errors
 from .acme_vault import VaultAcmeState
 from .base import TokenStore
 
@@ -849,7 +849,7 @@ def _is_hex64(value: str) -> bool:
 def _short(exc: BaseException) -> str:
     errors = getattr(exc, "errors", None)
     if isinstance(errors, list) and errors:
-        return "; ".join(str(e) for e in errors)[:300]
+        return whole_errors(errors)
     return type(exc).__name__
 
 

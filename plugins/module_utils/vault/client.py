@@ -220,9 +220,24 @@ def is_cas_mismatch(exc: BaseException) -> bool:
     return isinstance(exc, hvac_exc.InvalidRequest) and _CAS_MISMATCH in str(exc.args[0] if exc.args else "")
 
 
+def whole_errors(errors, limit: int = 300) -> str:
+    """Vault's error strings joined, bounded by dropping whole errors (counted), never by cutting one in the
+    middle: a message that stops mid-word or mid-errno tells nobody anything."""
+    texts = [str(e) for e in errors]
+    kept: list = []
+    for text in texts:
+        if kept and len("; ".join(kept + [text])) > limit:
+            break
+        kept.append(text)
+    joined = "; ".join(kept)
+    if len(kept) < len(texts):
+        joined += " (and %d more)" % (len(texts) - len(kept))
+    return joined
+
+
 def _detail(exc: hvac_exc.VaultError) -> str:
     errors = exc.errors if isinstance(exc.errors, list) else ([exc.errors] if exc.errors else [])
-    text = "; ".join(str(e) for e in errors)[:300]
+    text = whole_errors(errors)
     return text or type(exc).__name__
 
 
@@ -301,6 +316,6 @@ def _forget(client: VaultClient) -> None:
 
 
 __all__ = [
-    "VaultClient", "VaultSettings", "shared_client", "is_cas_mismatch", "retry_policy", "hvac_exc",
+    "VaultClient", "VaultSettings", "shared_client", "is_cas_mismatch", "retry_policy", "hvac_exc", "whole_errors",
     "SignerUnavailable", "StoreUnavailable",
 ]
