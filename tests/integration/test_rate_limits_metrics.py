@@ -219,6 +219,14 @@ def test_counts_of_a_killed_worker_stay_in_the_sum(tmp_path, csr):
                                       for pid in before):
             assert redeem(gw.url, new_token(gw), "127.0.0.9", csr)[0] == 201
             issued += 1
+        # a redemption is counted once its answer has gone out: wait until every one is in the files, so the kill
+        # below tests that counts survive their worker, not whether the last one was written yet
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            found = samples(call(gw.url, "GET", "/metrics", "127.0.0.9", token=gw.admin_token)[2])
+            if value(found, "frontdoor_redemptions_total", frontdoor="default", outcome="issued") == issued:
+                break
+            time.sleep(0.05)
         os.kill(before[0], signal.SIGKILL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
