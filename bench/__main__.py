@@ -268,8 +268,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller counts and shorter rows (~1-2 minutes)")
     parser.add_argument("--json", metavar="PATH", help="write the results here (default bench/results/bench-<time>.json)")
     parser.add_argument("--skip-vault", action="store_true", help="no OpenBao rows (no bao binary needed)")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                        help="gateway worker processes (default: min(2, nproc))")
+    parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) + 1,
+                        help="gateway worker processes (default: nproc + 1, what docs/operations.md advises for the "
+                        "embedded default with serve's --threads auto)")
     parser.add_argument("--gateway-arg", action="append", default=[],
                         help="extra argument for `frontdoor-gateway serve` (repeatable), e.g. --gateway-arg=--no-access-log")
     parser.add_argument("--write-docs", metavar="MD", help="replace the results section of this markdown file")

@@ -15,12 +15,13 @@ import os
 import threading
 from typing import Annotated, Any, Dict, List, Optional, Union
 
+import anyio.to_thread
 from fastapi import Body, Depends, FastAPI, Header, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from frontdoor_pki.acme.protocol import with_eab
-from frontdoor_pki.config import Config, build_service, load_config
+from frontdoor_pki.config import Config, ConfigError, build_service, load_config
 from frontdoor_pki.errors import ERROR_STATUS, FrontdoorError
 from frontdoor_pki.model import STATUSES
 from frontdoor_pki.service import FrontdoorService
@@ -321,12 +322,18 @@ def create_app(
     metrics: bool = True,
     metrics_route: bool = True,
     client_certificate_header: Optional[Dict[str, Any]] = None,
+    threads: Optional[int] = None,
 ) -> FastAPI:
     """``rate_limits``: the limiter (None: no limits). ``metrics``: instrument the store and signers and count
     redemptions; ``metrics_route``: serve them at ``GET /metrics`` (off when ``serve --metrics-address`` serves
-    them on their own address)."""
+    them on their own address). ``threads``: how many requests of this process run their blocking work (store,
+    signer, audit) at once, the size of anyio's default thread limiter (None: anyio's default, 40)."""
     @contextlib.asynccontextmanager
     async def lifespan(_app):
+        if threads is not None:
+            # the limiter Starlette's sync routes and run_in_threadpool take their thread from
+            anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+            log.info("blocking work: %d threads in this worker (serve --threads)", threads)
         sweeper = _Sweeper(service, cleanup_interval, cleanup_older_than) if cleanup_interval else None
         if sweeper:
             sweeper.start()
@@ -645,6 +652,39 @@ def build_from_env(env=os.environ) -> tuple:
     return config, service, authenticator
 
 
+#: threads per worker when every redemption is CPU work in this process (SQLite store, local CA): two measured
+#: best on two cores (docs/performance.md, "Threads per worker"); more only add GIL hand-offs between them
+CPU_BOUND_THREADS = 2
+#: anyio's own default, kept when a store or signer is a network round trip (OpenBao, step-ca): a thread then
+#: mostly waits, and fewer threads would queue requests behind one slow answer
+NETWORK_THREADS = 40
+
+
+def parse_threads(value: Optional[str]) -> Optional[int]:
+    """``serve --threads``: None for ``auto`` (or nothing), else a number from 1 to 1000."""
+    if value is None or value.strip().lower() in ("", "auto"):
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 1000:
+        raise ConfigError("--threads must be auto or a number from 1 to 1000, not %r" % value[:40])
+    return number
+
+
+def threads_for(config: Config, value: Optional[str]) -> int:
+    """``auto``: CPU_BOUND_THREADS for the embedded default, NETWORK_THREADS as soon as the store or any
+    frontdoor's signer is remote."""
+    number = parse_threads(value)
+    if number is not None:
+        return number
+    remote = config.backend != "local" or any(
+        config.signers.get(f.id, {"type": "local"}).get("type") != "local" for f in config.frontdoors
+    )
+    return NETWORK_THREADS if remote else CPU_BOUND_THREADS
+
+
 def app_factory():
     """uvicorn --factory entry point (one per worker process)."""
     from frontdoor_pki.tokens import parse_duration
@@ -660,4 +700,5 @@ def app_factory():
         metrics=os.environ.get("FRONTDOOR_METRICS", "on").strip().lower() not in ("off", "false", "0", "no"),
         metrics_route=not os.environ.get("FRONTDOOR_METRICS_ADDRESS"),  # serve --metrics-address serves them
         client_certificate_header=config.client_certificate_header,
+        threads=threads_for(config, os.environ.get("FRONTDOOR_THREADS")),
     )

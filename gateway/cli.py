@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     p.add_argument("--workers", type=int, default=1, help="worker processes under uvicorn's supervisor, which replaces one that dies "
                    "(default 1; single use holds across them)")
+    p.add_argument("--threads", default="auto", metavar="N|auto",
+                   help="requests per worker whose blocking work (store, signer, audit) runs at once (default auto: "
+                   "2 when the store is SQLite and every frontdoor signs with the local CA, which is CPU work; 40, "
+                   "anyio's default, when OpenBao or step-ca is involved and a thread mostly waits)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--no-access-log", action="store_true", help="do not log each request (secrets are redacted anyway)")
     p.add_argument("--cleanup-interval", help="remove expired tokens every INTERVAL (e.g. 1h; default: never, "
@@ -208,7 +212,7 @@ def cmd_serve(args) -> int:
     os.environ.pop("prometheus_multiproc_dir", None)
     import uvicorn
 
-    from .app import build_from_env
+    from .app import build_from_env, parse_threads, threads_for
     from .logs import log_config
     from .net import parse_forwarded_allow_ips
     from .tls import check_files, context_factory, is_loopback
@@ -229,6 +233,7 @@ def cmd_serve(args) -> int:
             check_files(args.tls_cert, args.tls_key)
         if args.forwarded_allow_ips is not None:
             parse_forwarded_allow_ips(args.forwarded_allow_ips)
+        parse_threads(args.threads)
         if args.tls_self:
             from frontdoor_pki.signers.local_tls import normalize_names
 
@@ -264,6 +269,7 @@ def cmd_serve(args) -> int:
     # Validate everything (and create the CA and admin token) once, before any worker starts.
     config, service, _auth = build_from_env(env)
     service.close()
+    env["FRONTDOOR_THREADS"] = str(threads_for(config, args.threads))
     from .ratelimit import RateLimits
 
     limits = RateLimits.from_config(config)  # a storage URI that cannot work is a ConfigError now, not per worker
