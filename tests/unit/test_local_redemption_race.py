@@ -136,3 +136,45 @@ def test_a_refused_record_gives_the_claim_back(service):
     assert stored.claim_id is None and stored.status() == "active"  # not held for the lease
     again = service.redeem("default", secret, make_csr(key, cn="x"))  # at once, no 30 s wait
     assert not again.replayed and service.list_certificates("default").total == 1
+
+
+class _ClaimFirst:
+    """The real local signer, asking for a claim before signing as the OpenBao and step-ca signers do."""
+
+    claim_before_signing = True
+
+    def __init__(self, signer):
+        self._signer = signer
+
+    def __getattr__(self, name):
+        return getattr(self._signer, name)
+
+
+@pytest.mark.parametrize("claim_first", [False, True])
+def test_a_redemption_changes_only_the_redemption_fields(service, claim_first):
+    """The SQLite store writes only REDEMPTION_FIELDS when it records a redemption (stores/base.py): should the
+    engine ever change another field there, this fails instead of the change being silently dropped."""
+    import dataclasses
+
+    from frontdoor_pki.model import TokenRecord
+    from frontdoor_pki.stores.base import REDEMPTION_FIELDS
+
+    record, secret = service.create_token("default", name="fields", common_name="fields.example")
+    before = service.store.get_token("default", record.id)
+    if claim_first:
+        service.signers["default"] = _ClaimFirst(service.signers["default"])
+    recorded = []
+    store = service.store
+
+    class _Spy(_StoreWrites):
+        def record_redemption(self, record, expected_version, certificate):
+            recorded.append(record)  # what the engine asks to be written, before the store narrows it
+            return store.record_redemption(record, expected_version, certificate)
+
+    service.store = _Spy(store)
+    service.redeem("default", secret, make_csr(make_key("p256"), cn="x"))
+    [done] = recorded
+    changed = {f.name for f in dataclasses.fields(TokenRecord) if getattr(done, f.name) != getattr(before, f.name)}
+    assert {"state", "redeemed_at", "certificate_id", "public_key_sha256", "version"} <= changed
+    assert changed <= set(REDEMPTION_FIELDS), changed - set(REDEMPTION_FIELDS)
+    assert store.get_token("default", record.id) == done

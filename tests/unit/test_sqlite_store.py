@@ -385,3 +385,23 @@ def test_threads_of_one_process_queue_for_writes_instead_of_sleeping_in_sqlite(t
     for store in stores:
         store.close()
     assert errors == [] and len(writes) == 16 * 60
+
+
+def test_record_redemption_writes_the_redemption_fields_and_leaves_the_rest_as_stored(store):
+    """A redemption changes only REDEMPTION_FIELDS (stores/base.py), so the store writes only those: the row's
+    name, secret hash and expiry (and their indexes) stay as stored, whatever else the record carries."""
+    from frontdoor_pki.stores.base import REDEMPTION_FIELDS
+
+    record = token(claim_id="c1", claim_until=NOW + _dt.timedelta(seconds=30))
+    store.create_token(record)
+    cert = certificate(record)
+    done = dataclasses.replace(
+        redeemed(record, cert), claim_id=None, claim_until=None, updated_at=NOW + _dt.timedelta(seconds=1),
+    )
+    changed = {f.name for f in dataclasses.fields(TokenRecord)
+               if getattr(done, f.name) != getattr(record, f.name)}
+    assert changed <= set(REDEMPTION_FIELDS) and {"state", "certificate_id", "version", "claim_id"} <= changed
+    outside = dataclasses.replace(done, name="renamed", expires_at=NOW + _dt.timedelta(days=9))
+    assert store.record_redemption(outside, record.version, cert)
+    assert store.get_token("default", record.id) == done
+    assert store.find_token_by_hash(record.secret_hash) == done

@@ -37,6 +37,12 @@ CERTIFICATE_SORT_FIELDS = {
 }
 
 
+#: the token fields a redemption (or a renewal) changes; everything else stays as the engine read it
+REDEMPTION_FIELDS = (
+    "state", "updated_at", "redeemed_at", "certificate_id", "public_key_sha256", "claim_id", "claim_until", "version",
+)
+
+
 class TokenStore(abc.ABC):
     """Persistence of tokens and issued certificates for any number of frontdoors."""
 
@@ -78,7 +84,8 @@ class TokenStore(abc.ABC):
     ) -> bool:
         """Atomically: replace the token as replace_token does and store the certificate.
 
-        Either both happen or neither; False (and no certificate kept) if the CAS failed."""
+        Either both happen or neither; False (and no certificate kept) if the CAS failed. ``record`` is the token
+        read at ``expected_version`` with only REDEMPTION_FIELDS changed, so a store may write just those."""
 
     @abc.abstractmethod
     def delete_token(self, frontdoor_id: str, token_id: str) -> bool:

@@ -25,7 +25,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from ..errors import FrontdoorError, StoreUnavailable
 from ..model import NO_SANS, UTC, CertificateRecord, Page, Subject, SubjectAltNames, TokenRecord
 from .acme_sqlite import SQLiteAcmeState
-from .base import TokenStore
+from .base import REDEMPTION_FIELDS, TokenStore
 
 _SCHEMA = """
 BEGIN IMMEDIATE;
@@ -164,6 +164,11 @@ _TOKEN_INSERT = "INSERT INTO tokens (%s) VALUES (%s)" % (_TOKEN_COLUMNS, ", ".jo
 # A check-and-set writes every field but the token's identity and creation facts.
 _TOKEN_CAS = "UPDATE tokens SET %s WHERE id = :id AND frontdoor_id = :frontdoor_id AND version = :expected_version" % (
     ", ".join("%s = :%s" % (f, f) for f in _TOKEN_FIELDS if f not in ("id", "frontdoor_id", "created_at", "created_by"))
+)
+# What a redemption changes (REDEMPTION_FIELDS): the rest of the row is what the engine read at the expected
+# version, so it is not written again, which also leaves the indexes on name, secret hash and expiry untouched.
+_TOKEN_REDEEM_CAS = "UPDATE tokens SET %s WHERE id = :id AND frontdoor_id = :frontdoor_id AND version = :expected_version" % (
+    ", ".join("%s = :%s" % (f, f) for f in REDEMPTION_FIELDS)
 )
 _CERT_FIELDS = (
     "id", "frontdoor_id", "token_id", "name", "serial_number", "certificate_pem", "ca_chain", "common_name",
@@ -410,7 +415,7 @@ class SQLiteStore(SQLiteAcmeState, TokenStore):
     def record_redemption(self, record: TokenRecord, expected_version: int, certificate: CertificateRecord) -> bool:
         chain_text, chain_ref = _chain_ref(certificate.ca_chain)
         with self._transaction() as conn:
-            if conn.execute(_TOKEN_CAS, dict(_token_params(record), expected_version=expected_version)).rowcount != 1:
+            if conn.execute(_TOKEN_REDEEM_CAS, dict(_token_params(record), expected_version=expected_version)).rowcount != 1:
                 return False
             conn.execute("INSERT OR IGNORE INTO chains (id, chain) VALUES (?, ?)", (chain_ref, chain_text))
             conn.execute(_CERT_INSERT, _cert_row(certificate, chain_ref))
