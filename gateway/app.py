@@ -652,8 +652,9 @@ def build_from_env(env=os.environ) -> tuple:
     return config, service, authenticator
 
 
-#: threads per worker when every redemption is CPU work in this process (SQLite store, local CA): two measured
-#: best on two cores (docs/performance.md, "Threads per worker"); more only add GIL hand-offs between them
+#: threads per worker when every redemption is CPU work in this process (SQLite store, local CA): one and two
+#: measured alike and better than more, which only hand the GIL around (docs/performance.md, "Threads per worker
+#: and workers per core"); two keep one slow request from holding up the worker's redemptions
 CPU_BOUND_THREADS = 2
 #: anyio's own default, kept when a store or signer is a network round trip (OpenBao, step-ca): a thread then
 #: mostly waits, and fewer threads would queue requests behind one slow answer
