@@ -7,7 +7,8 @@ Modules run on managed hosts, where nothing but Python and ansible-core's own mo
 assumed (ansible-core 2.19 hosts often lack ``requests``). So every module, and the ``enroll``
 action plugin on the controller, talks to the gateway through :class:`ansible.module_utils.urls.Request`,
 the client ansible-core ships and maintains (TLS with the system's or a given CA bundle, proxies,
-timeouts). :mod:`gateway_client` stays the requests-based client for Python programs outside Ansible.
+timeouts). It is the collection's one gateway client; a Python program outside Ansible speaks the HTTP API
+(docs/api.md) with any client, or uses this one where ansible-core is installed.
 
 Failures become :class:`FrontdoorError` with the gateway's own code and message. Messages are whole:
 nothing is cut, so an errno and its text always arrive together. The redemption URL carries the token

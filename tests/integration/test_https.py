@@ -354,24 +354,21 @@ def test_forwarded_headers_are_honoured_only_from_the_trusted_proxy(tmp_path):
     assert _refusal_sources(state) == ["127.0.0.1"]
 
 
-@pytest.mark.filterwarnings("ignore:Unverified HTTPS request")  # validate_certs=false, on purpose
-@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+@pytest.mark.parametrize("variable", ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
 def test_the_modules_gateway_client_verifies_with_ca_path_whatever_the_environment(
         https_gateway, operator_tls, monkeypatch, variable):
-    """The Ansible modules' client: ca_path must win over a system CA bundle named in the environment (requests
-    would otherwise let the variable replace the session's verify), and validate_certs=false must stay false."""
-    from frontdoor_pki.gateway_client import GatewayClient
+    """The Ansible modules' client (host_client, ansible-core's urls): ca_path must win over a CA bundle named in
+    the environment, validate_certs=false must stay false, and without either the error names ca_path."""
+    from frontdoor_pki.host_client import UrlsGatewayClient
 
-    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
-    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv(variable, requests.certs.where())  # a bundle without the operator's CA
-    with GatewayClient(https_gateway.url, https_gateway.admin_token, ca_path=operator_tls["ca.pem"]) as client:
-        assert client.ca_chain("default")
-    with GatewayClient(https_gateway.url, https_gateway.admin_token, validate_certs=False) as client:
-        assert client.ca_chain("default")
-    with GatewayClient(https_gateway.url, https_gateway.admin_token) as client:
-        with pytest.raises(FrontdoorError) as info:
-            client.ca_chain("default")
+    assert UrlsGatewayClient(https_gateway.url, https_gateway.admin_token,
+                             ca_path=operator_tls["ca.pem"]).ca_chain("default")
+    assert UrlsGatewayClient(https_gateway.url, https_gateway.admin_token, validate_certs=False).ca_chain("default")
+    with pytest.raises(FrontdoorError) as info:
+        UrlsGatewayClient(https_gateway.url, https_gateway.admin_token).ca_chain("default")
     assert info.value.code == "gateway_unavailable" and "ca_path" in info.value.message
 
 
