@@ -471,12 +471,8 @@ class Renewer:
         signer = service.signers[settings.id]
         lifetime = (current.not_after - current.not_before).total_seconds()
         ttl = max(60, min(settings.certificate_ttl, int(lifetime - NOT_BEFORE_BACKDATE.total_seconds())))
-        not_before = now - NOT_BEFORE_BACKDATE
-        not_after = now + _dt.timedelta(seconds=ttl)
         try:
-            limit = signer.not_after_limit()
-            if limit is not None and not_after > limit:
-                not_after = limit
+            not_before, not_after = service._validity(signer, now, ttl)
             request = SignRequest(
                 frontdoor_id=settings.id, csr_pem=None, csr=csr, subject=current.subject, not_before=not_before,
                 not_after=not_after, token_id=current.token_id, name=current.name, public_key=public_key,

@@ -551,6 +551,16 @@ class FrontdoorService:
             )
         return record
 
+    @staticmethod
+    def _validity(signer, now: _dt.datetime, ttl_seconds: int) -> Tuple[_dt.datetime, _dt.datetime]:
+        """The validity asked of a signer, for a redemption and a renewal alike: backdated for clock skew, and
+        never past what the signer's CA can issue (its own notAfter)."""
+        not_after = now + _dt.timedelta(seconds=ttl_seconds)
+        limit = signer.not_after_limit()
+        if limit is not None and not_after > limit:
+            not_after = limit
+        return now - NOT_BEFORE_BACKDATE, not_after
+
     def _redeem(
         self, settings, record, csr, public_key, key_hash, requested_subject, source, secret_hash, spki=None,
         renewal: bool = False,
@@ -607,14 +617,9 @@ class FrontdoorService:
         if claimed is None:
             raise FrontdoorError("redemption_in_progress", "The token is contended; retry in a few seconds.", retry_after=1)
 
-        ttl = claimed.certificate_ttl or settings.certificate_ttl
-        not_before = now - NOT_BEFORE_BACKDATE
-        not_after = now + _dt.timedelta(seconds=ttl)
         try:
             # everything from here to the record may fail; each failure must release the claim
-            limit = signer.not_after_limit()
-            if limit is not None and not_after > limit:
-                not_after = limit
+            not_before, not_after = self._validity(signer, now, claimed.certificate_ttl or settings.certificate_ttl)
             request = SignRequest(
                 frontdoor_id=settings.id, csr_pem=None,
                 csr=csr, subject=subject, not_before=not_before, not_after=not_after, token_id=claimed.id,
