@@ -19,6 +19,7 @@ import sys
 from typing import List
 
 from frontdoor_pki import renewal_client
+from frontdoor_pki.files import write_atomically
 
 
 def add_parser(sub) -> None:
@@ -113,9 +114,9 @@ def cmd_renew(args) -> int:
 
     had_chain = cert_pem.count(b"-----BEGIN CERTIFICATE-----") > 1
     if args.new_key:
-        renewal_client.write_atomically(args.key + ".next", renewal_client.key_pem(new_key), 0o600)
+        write_atomically(args.key + ".next", renewal_client.key_pem(new_key), 0o600)
     mode = os.stat(args.cert).st_mode & 0o777
-    renewal_client.write_atomically(args.cert, _fullchain(answer, had_chain), mode)
+    write_atomically(args.cert, _fullchain(answer, had_chain), mode)
     if args.new_key:
         os.replace(args.key + ".next", args.key)
     summary = {k: answer.get(k) for k in ("id", "serialNumber", "notAfter", "previousCertificateId")}

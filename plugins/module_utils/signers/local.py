@@ -16,7 +16,6 @@ import fcntl
 import os
 import re
 import secrets
-import tempfile
 from contextlib import contextmanager
 from typing import Iterable, List, Optional, Tuple
 
@@ -31,6 +30,7 @@ except ImportError:  # pragma: no cover
     x509 = hashes = serialization = ec = rsa = ExtendedKeyUsageOID = NameOID = None
 
 from ..errors import FrontdoorError, SignerUnavailable
+from ..files import write_atomically
 from ..issued import san_general_names
 from ..model import IssuedCertificate, SignRequest, Subject, utcnow
 from .base import Signer
@@ -38,25 +38,6 @@ from .base import Signer
 FRONTDOOR_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ROOT_LIFETIME = _dt.timedelta(days=3650)
 INTERMEDIATE_LIFETIME = _dt.timedelta(days=1825)
-
-
-def _write_private(path: str, data: bytes, mode: int) -> None:
-    """Write atomically with the final mode from the start (no window where a key is world-readable)."""
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 @contextmanager
@@ -112,8 +93,8 @@ def _create_root_if_missing(ca_dir: str, organization: str) -> Tuple[str, str]:
             x509.NameAttribute(NameOID.SERIAL_NUMBER, secrets.token_hex(8)),
         ])
         root = _ca_cert(root_name, root_name, root_key.public_key(), root_key, utcnow() + ROOT_LIFETIME, 1)
-        _write_private(root_key_path, _key_pem(root_key), 0o600)
-        _write_private(root_path, root.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_atomically(root_key_path, _key_pem(root_key), 0o600)
+        write_atomically(root_path, root.public_bytes(serialization.Encoding.PEM), 0o644)
     return root_path, root_key_path
 
 
@@ -144,8 +125,8 @@ def ensure_local_ca(state_dir: str, frontdoor_id: str, organization: str = "fron
             ])
             not_after = min(now + INTERMEDIATE_LIFETIME, root.not_valid_after_utc)
             inter = _ca_cert(int_name, root.subject, int_key.public_key(), root_key, not_after, 0, issuer_cert=root)
-            _write_private(int_key_path, _key_pem(int_key), 0o600)
-            _write_private(int_path, inter.public_bytes(serialization.Encoding.PEM), 0o644)
+            write_atomically(int_key_path, _key_pem(int_key), 0o600)
+            write_atomically(int_path, inter.public_bytes(serialization.Encoding.PEM), 0o644)
     return root_path, int_path, int_key_path
 
 

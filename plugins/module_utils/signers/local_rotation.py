@@ -38,6 +38,7 @@ try:
 except ImportError:  # pragma: no cover - see local.py
     x509 = serialization = ec = NameOID = None
 
+from ..files import write_atomically
 from ..model import utcnow
 from .local import (
     FRONTDOOR_ID_RE,
@@ -45,7 +46,6 @@ from .local import (
     _ca_cert,
     _key_pem,
     _locked,
-    _write_private,
     ensure_local_ca,
 )
 
@@ -103,8 +103,8 @@ def rotate_intermediate(state_dir: str, frontdoor_id: str, organization: str = "
         retired_dir = os.path.join(ca_dir, frontdoor_id, RETIRED_DIR)
         os.makedirs(retired_dir, mode=0o700, exist_ok=True)
         retired_path = os.path.join(retired_dir, "intermediate-%s.pem" % retired_serial)
-        _write_private(retired_path, old_pem, 0o644)
-        _write_private(os.path.join(retired_dir, "intermediate-%s.key" % retired_serial), old_key_pem, 0o600)
+        write_atomically(retired_path, old_pem, 0o644)
+        write_atomically(os.path.join(retired_dir, "intermediate-%s.key" % retired_serial), old_key_pem, 0o600)
         # the same organization and common name; a new serialNumber attribute makes the DN unique again
         attributes = [a for a in old.subject if a.oid != NameOID.SERIAL_NUMBER]
         attributes.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, secrets.token_hex(8)))
@@ -113,8 +113,8 @@ def rotate_intermediate(state_dir: str, frontdoor_id: str, organization: str = "
         not_after = min(now + INTERMEDIATE_LIFETIME, root.not_valid_after_utc)
         cert = _ca_cert(x509.Name(attributes), root.subject, key.public_key(), root_key, not_after, 0,
                         issuer_cert=root)
-        _write_private(int_key_path, _key_pem(key), 0o600)
-        _write_private(int_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_atomically(int_key_path, _key_pem(key), 0o600)
+        write_atomically(int_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         _owned_like(os.path.join(ca_dir, frontdoor_id), [retired_dir, retired_path, int_key_path, int_path,
                                                          os.path.join(retired_dir, "intermediate-%s.key" % retired_serial)])
     return Rotation(frontdoor_id, retired_serial, retired_path, "%x" % cert.serial_number,

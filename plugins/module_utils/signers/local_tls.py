@@ -34,8 +34,9 @@ try:
 except ImportError:  # pragma: no cover
     x509 = hashes = serialization = ec = ExtendedKeyUsageOID = NameOID = None
 
+from ..files import write_atomically
 from ..model import utcnow
-from .local import INTERMEDIATE_LIFETIME, _ca_cert, _create_root_if_missing, _key_pem, _locked, _write_private
+from .local import INTERMEDIATE_LIFETIME, _ca_cert, _create_root_if_missing, _key_pem, _locked
 
 SERVER_LIFETIME = _dt.timedelta(days=90)
 RENEW_BEFORE = _dt.timedelta(days=30)
@@ -108,8 +109,8 @@ def _ensure_tls_intermediate(ca_dir: str, organization: str, now: _dt.datetime):
     ])
     not_after = min(now + INTERMEDIATE_LIFETIME, root.not_valid_after_utc)
     cert = _ca_cert(name, root.subject, key.public_key(), root_key, not_after, 0, issuer_cert=root)
-    _write_private(key_path, _key_pem(key), 0o600)
-    _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_atomically(key_path, _key_pem(key), 0o600)
+    write_atomically(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     return cert, key
 
 
@@ -191,8 +192,8 @@ def ensure_server_certificate(
             )
             cert = builder.sign(issuer_key, hashes.SHA256())
             # Each file is replaced atomically. A gateway reads both once at start, after this returns.
-            _write_private(key_path, _key_pem(key), 0o600)
-            _write_private(
+            write_atomically(key_path, _key_pem(key), 0o600)
+            write_atomically(
                 cert_path,
                 cert.public_bytes(serialization.Encoding.PEM) + issuer.public_bytes(serialization.Encoding.PEM),
                 0o600,
@@ -200,7 +201,7 @@ def ensure_server_certificate(
         else:
             with open(cert_path, "rb") as handle:
                 cert = x509.load_pem_x509_certificates(handle.read())[0]
-        _write_private(ca_path, root_pem, 0o644)
+        write_atomically(ca_path, root_pem, 0o644)
     return ServerCertificate(
         cert_path=cert_path, key_path=key_path, ca_path=ca_path, names=tuple(str(n) for n in wanted),
         not_after=cert.not_valid_after_utc, issued=issued,
