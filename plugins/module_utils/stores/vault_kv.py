@@ -653,7 +653,8 @@ class VaultKVStore(VaultAcmeState, TokenStore):
                 result[parts[0]] = (parts[1], int(parts[2]))
         return result
 
-    def list_certificates(self, frontdoor_id, *, page=0, size=20, sort=("created_at", "asc"), token_id=None, revoked=None):
+    def _certificate_rows(self, frontdoor_id: str) -> List[Tuple[int, str, str, str]]:
+        """One LIST of c/<fd>/: (created ms, token id, certificate id, key) per copy, each key remembered."""
         if self._pending:
             self._flush_pending()
         rows = []
@@ -663,6 +664,10 @@ class VaultKVStore(VaultAcmeState, TokenStore):
                 rows.append((int(parts[0]), parts[1], parts[2], key))
                 with self._lock:
                     self._cert_keys[(frontdoor_id, parts[2])] = key
+        return rows
+
+    def list_certificates(self, frontdoor_id, *, page=0, size=20, sort=("created_at", "asc"), token_id=None, revoked=None):
+        rows = self._certificate_rows(frontdoor_id)
         if token_id:
             rows = [r for r in rows if r[1] == token_id]
         if revoked is not None:
@@ -720,20 +725,12 @@ class VaultKVStore(VaultAcmeState, TokenStore):
         """One LIST of c/<fd>/, then reads of the copies created close to the certificate's notBefore (the
         creation time is in the key name; a certificate's notBefore is within minutes of its record), and only if
         none matches, of every copy. No index is written on the redemption path for this."""
-        if self._pending:
-            self._flush_pending()
-        rows = []
-        for key in self._list(self._p("c", frontdoor_id) + "/"):
-            parts = key.split(".")
-            if len(parts) == 3 and parts[0].isdigit():
-                rows.append((int(parts[0]), key))
-                with self._lock:
-                    self._cert_keys[(frontdoor_id, parts[2])] = key
+        rows = self._certificate_rows(frontdoor_id)
         if not rows:
             return None
 
         def match(row) -> Optional[CertificateRecord]:
-            got = self._read_cert(frontdoor_id, row[1])
+            got = self._read_cert(frontdoor_id, row[3])
             return got[0] if got is not None and got[0].serial_number == serial else None
 
         hint = _ms(not_before) if not_before is not None else None
