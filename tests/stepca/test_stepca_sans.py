@@ -11,27 +11,10 @@ from cryptography import x509
 from frontdoor_pki.errors import FrontdoorError
 from frontdoor_pki.model import SubjectAltNames
 from support.crypto import load_cert, make_csr, make_key
+from support.sans import SANS, cert_sans
 
 pytestmark = pytest.mark.stepca
 
-SPIFFE = "spiffe://example.org/ns/prod/sa/api"
-SANS = {"dns": ["api.example.com", "api-2.example.com"], "ip": ["10.0.0.7", "2001:db8::7"], "uri": [SPIFFE],
-        "email": ["ops@example.com"]}
-
-
-def cert_sans(cert: x509.Certificate) -> dict:
-    try:
-        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return {}
-    found = {
-        "dns": names.get_values_for_type(x509.DNSName),
-        "ip": [ip.compressed for ip in names.get_values_for_type(x509.IPAddress)],
-        "uri": names.get_values_for_type(x509.UniformResourceIdentifier),
-        "email": names.get_values_for_type(x509.RFC822Name),
-    }
-    assert sum(map(len, found.values())) == len(list(names))
-    return {kind: sorted(values) for kind, values in found.items() if values}
 
 
 # a CSR asking for SANs of every kind, none of them the token's

@@ -8,6 +8,7 @@ disk having room again: the next line makes a new file.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 
 
@@ -22,3 +23,14 @@ def disk_full(path: str):
         yield
     finally:
         os.remove(path)
+
+
+def lines(path: str) -> list:
+    """Every audit line written, across the full-disk episode: the file moved aside to ``.before`` while the path
+    was a symlink to /dev/full, then the file made again."""
+    found = []
+    for name in (path + ".before", path):
+        if os.path.exists(name) and not os.path.islink(name):
+            with open(name, encoding="utf-8") as handle:
+                found.extend(json.loads(line) for line in handle)
+    return found

@@ -11,24 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 import pytest
 from cryptography import x509
 from frontdoor_pki.audit import AuditLog
 from frontdoor_pki.config import build_service, load_config
 from frontdoor_pki.errors import FrontdoorError
-from support.audit_faults import disk_full
+from support.audit_faults import disk_full, lines
 from support.crypto import make_csr, make_key
-
-
-def lines(path: str) -> list:
-    found = []
-    for name in (path + ".before", path):
-        if os.path.exists(name) and not os.path.islink(name):
-            with open(name, encoding="utf-8") as handle:
-                found.extend(json.loads(line) for line in handle)
-    return found
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 import pytest
 from frontdoor_pki import renewal_client
@@ -15,17 +14,8 @@ from frontdoor_pki.acme.problems import AcmeProblem, from_engine
 from frontdoor_pki.config import build_service, load_config
 from frontdoor_pki.errors import FrontdoorError
 from support.acme_inprocess import Client, new_token
-from support.audit_faults import disk_full
+from support.audit_faults import disk_full, lines
 from support.crypto import load_cert, make_csr, shared_key
-
-
-def lines(path: str) -> list:
-    found = []
-    for name in (path + ".before", path):
-        if os.path.exists(name) and not os.path.islink(name):
-            with open(name, encoding="utf-8") as handle:
-                found.extend(json.loads(line) for line in handle)
-    return found
 
 
 @pytest.fixture

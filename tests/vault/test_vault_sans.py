@@ -16,31 +16,14 @@ from frontdoor_pki.errors import FrontdoorError
 from frontdoor_pki.signers.vault_pki import role_name, role_parameters
 from frontdoor_pki.tokens import hash_secret
 from support.crypto import load_cert, make_csr, make_key
+from support.sans import SANS, SPIFFE, cert_sans
 
 pytestmark = pytest.mark.vault
 
-SPIFFE = "spiffe://example.org/ns/prod/sa/api"
-SANS = {"dns": ["api.example.com", "api-2.example.com"], "ip": ["10.0.0.7", "2001:db8::7"], "uri": [SPIFFE],
-        "email": ["ops@example.com"]}
 CSR_SANS = x509.SubjectAlternativeName([
     x509.DNSName("evil.example.net"), x509.IPAddress(ipaddress.ip_address("192.0.2.66")),
     x509.UniformResourceIdentifier("spiffe://example.org/ns/prod/sa/admin"), x509.RFC822Name("root@example.net"),
 ])
-
-
-def cert_sans(cert: x509.Certificate) -> dict:
-    try:
-        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return {}
-    found = {
-        "dns": names.get_values_for_type(x509.DNSName),
-        "ip": [ip.compressed for ip in names.get_values_for_type(x509.IPAddress)],
-        "uri": names.get_values_for_type(x509.UniformResourceIdentifier),
-        "email": names.get_values_for_type(x509.RFC822Name),
-    }
-    assert sum(map(len, found.values())) == len(list(names))
-    return {kind: sorted(values) for kind, values in found.items() if values}
 
 
 def test_vault_certificate_carries_exactly_the_tokens_sans(bao, make_vault_service):
