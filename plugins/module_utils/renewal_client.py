@@ -133,5 +133,3 @@ def renewal_request(
 def key_pem(key) -> bytes:
     """PKCS#8 PEM, unencrypted (written 0600 by the caller)."""
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-
-
