@@ -305,6 +305,7 @@ def test_role_deploys_a_gateway_that_serves_the_reference_workflow_over_https(co
     argv = systemd_words(unit["ExecStart"][0])
     assert argv[0] == deploy.path("/opt/frontdoor-gateway/venv/bin/frontdoor-gateway") and argv[1] == "serve"
     assert "--tls-self" in argv
+    assert argv[argv.index("--threads") + 1] == "auto" and argv[argv.index("--workers") + 1] == "1"
     url = "https://localhost:%d" % deploy.vars["gateway_port"]
     ca_file = os.path.join(state, "tls", "ca.pem")
     with serve_as_systemd_would(unit_file, url, ca_file, str(tmp_path / "gateway.log")):
@@ -407,6 +408,8 @@ def test_check_mode_on_a_fresh_host_with_user_and_service_management(collections
     ({"gateway_api_tokens": [{"name": "x", "permissions": {}}]}, "every API token needs its token or its sha256"),
     ({"gateway_api_tokens": [{"name": "x", "token": "fdk_secret_in_a_bad_entry", "permissions": "all"}]},
      "permissions"),
+    ({"gateway_threads": "0"}, "gateway_threads is auto or a number from 1 to 1000"),
+    ({"gateway_threads": "2; rm -rf /"}, "gateway_threads is auto or a number from 1 to 1000"),
 ])
 def test_role_refuses_bad_options_before_touching_the_host(collections_dir, tmp_path, values, message):
     """Argument specs and the cross-option checks stop the play before any change; secrets stay out of the output."""
