@@ -138,18 +138,6 @@ def test_a_refused_record_gives_the_claim_back(service):
     assert not again.replayed and service.list_certificates("default").total == 1
 
 
-class _ClaimFirst:
-    """The real local signer, asking for a claim before signing as the OpenBao and step-ca signers do."""
-
-    claim_before_signing = True
-
-    def __init__(self, signer):
-        self._signer = signer
-
-    def __getattr__(self, name):
-        return getattr(self._signer, name)
-
-
 @pytest.mark.parametrize("claim_first", [False, True])
 def test_a_redemption_changes_only_the_redemption_fields(service, claim_first):
     """The SQLite store writes only REDEMPTION_FIELDS when it records a redemption (stores/base.py): should the
@@ -162,7 +150,7 @@ def test_a_redemption_changes_only_the_redemption_fields(service, claim_first):
     record, secret = service.create_token("default", name="fields", common_name="fields.example")
     before = service.store.get_token("default", record.id)
     if claim_first:
-        service.signers["default"] = _ClaimFirst(service.signers["default"])
+        service.signers["default"] = _Claiming(service.signers["default"])
     recorded = []
     store = service.store
 
